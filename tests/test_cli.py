@@ -112,6 +112,9 @@ def test_out_must_be_a_directory_and_overwrite_spares_the_working_directory(caps
     afile = tmp_path / "afile"
     afile.write_text("x")
     _fails(capsys, ["run", "--benchmark", "synthetic", "--learner", "hps", "--out", str(afile)])
+    # a run directory under a file: the OS refuses to create it, the CLI names the path
+    _fails(capsys, ["run", "--benchmark", "synthetic", "--learner", "hps", "--out",
+                    str(afile / "run"), "epochs=1"])
     run = tmp_path / "run"
     assert main(["run", "--benchmark", "synthetic", "--learner", "hps", "--quiet", "--out",
                  str(run), "epochs=1"]) == 0

@@ -368,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LifelongError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
+    except OSError as err:  # a path that cannot be read or written: name it, no traceback
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_INPUT
     except KeyboardInterrupt as err:
         run_dir = getattr(err, "run_dir", None)  # api.RunInterrupted: a checkpoint exists
         hint = f"; continue with: lifelong run --resume {run_dir}" if run_dir else ""
