@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from lifelong.config import check
 from lifelong.learners.base import LearnerContext, NetLearnerConfig
@@ -91,6 +92,24 @@ class LASEM(SelectiveLearner):
         probs = logits.detach().softmax(-1)  # (n, B, C)
         return probs.gather(2, y.view(1, -1, 1).expand(probs.shape[0], -1, 1)).squeeze(2).mean(1)
 
+    def _eval_likelihood(self, feats: torch.Tensor, train_logits: torch.Tensor | None,
+                         y: torch.Tensor, task_id: int) -> np.ndarray:
+        """E-step likelihoods (n,) from conv features (n * B, F), with the head's dropout off
+        as in the LASEM code (its posterior pass feeds dropout_prob=1.0): dropout noise,
+        drawn independently per configuration, would otherwise decide which configuration
+        looks most probable on a batch. Without dropout the M-step's logits
+        ``train_logits`` (n, B, C) are the same numbers and are reused."""
+        head = self.task_module(task_id)["head"]
+        if train_logits is not None and not any(
+                isinstance(m, nn.Dropout) and m.p > 0 for m in head.modules()):
+            return self.likelihood(train_logits, y).double().cpu().numpy()
+        was_training = head.training
+        head.eval()
+        with torch.no_grad():
+            logits = head(feats.detach()).unflatten(0, (-1, len(y)))  # (n, B, C)
+        head.train(was_training)
+        return self.likelihood(logits, y).double().cpu().numpy()
+
     def current_config(self, task_id: int) -> Bits:
         if task_id in self.task_configs:
             return self.task_configs[task_id]
@@ -117,17 +136,20 @@ class LASEM(SelectiveLearner):
         self.model.train()
         active = np.flatnonzero(~self.skipped)
         configs = [self.configs[i] for i in active]
+        B = len(batch.y)
+        head = self.task_module(t)["head"]
         lik = np.zeros(len(self.configs))
-        logits = self.forward_configs(batch.x, t, configs)  # (n_active, B, C), with grad
-        lik[active] = self.likelihood(logits, batch.y).double().cpu().numpy()
+        feats = self.config_features(batch.x, t, configs)  # (n_active * B, F), with grad
+        logits = head(feats).view(len(configs), B, -1)  # (n_active, B, C), for the M-step
+        lik[active] = self._eval_likelihood(feats, logits, batch.y, t)
         evaluated = active
         if self.step % self.cfg.recheck_every == 0 and self.skipped.any():
             # Full E-step: the skipped configurations' likelihoods, forward only (they take
             # no part in this batch's M-step).
             rest = np.flatnonzero(self.skipped)
             with torch.no_grad():
-                rest_logits = self.forward_configs(batch.x, t, [self.configs[i] for i in rest])
-            lik[rest] = self.likelihood(rest_logits, batch.y).double().cpu().numpy()
+                rest_feats = self.config_features(batch.x, t, [self.configs[i] for i in rest])
+            lik[rest] = self._eval_likelihood(rest_feats, None, batch.y, t)
             evaluated = np.sort(np.concatenate([active, rest]))
         post = np.zeros(len(self.configs))  # E-step (Eq. 2), over the evaluated ones
         post[evaluated] = self.prior_probs()[evaluated] * lik[evaluated]

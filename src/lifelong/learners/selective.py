@@ -163,7 +163,14 @@ class SelectiveLearner(TaskNetLearner):
 
     def forward_configs(self, x: torch.Tensor, task_id: int, configs: list[Bits]
                         ) -> torch.Tensor:
-        """Logits (n_configs, B, C) of task ``task_id`` under each configuration.
+        """Logits (n_configs, B, C) of task ``task_id`` under each configuration."""
+        feats = self.config_features(x, task_id, configs)  # (n * B, F)
+        return self.task_module(task_id)["head"](feats).view(len(configs), x.shape[0], -1)
+
+    def config_features(self, x: torch.Tensor, task_id: int, configs: list[Bits]
+                        ) -> torch.Tensor:
+        """Flattened conv features (n_configs * B, F) of task ``task_id`` under each
+        configuration, configuration-major (rows i*B..(i+1)*B-1 are configuration i).
 
         Configurations sharing their first l bits share the activations of layers 1..l; at
         each layer the branches through the same parameters are one batched convolution.
@@ -182,8 +189,7 @@ class SelectiveLearner(TaskNetLearner):
                 for p, y in zip(parents, out.split(B)):
                     new[p + (bit,)] = y
             level = new
-        feats = torch.cat([level[c] for c in configs]).flatten(1)  # (n * B, F)
-        return self.task_module(task_id)["head"](feats).view(len(configs), B, -1)
+        return torch.cat([level[c] for c in configs]).flatten(1)  # (n * B, F)
 
     def current_config(self, task_id: int) -> Bits:
         """The configuration task ``task_id`` uses for prediction."""
