@@ -19,9 +19,11 @@ def make_learner(name: str, setting: str = "task-il", net: str | None = None, se
     return exp, stream, exp.build_learner(stream, torch.device("cpu"))
 
 
-def train_steps(learner, task, steps: int, seed: int = 0) -> None:
-    """``steps`` mini-batches of 10 drawn with a seeded generator."""
+def train_steps(learner, task, steps: int, seed: int = 0, indexed: bool = False) -> None:
+    """``steps`` mini-batches of 10 drawn with a seeded generator; with ``indexed`` each
+    batch carries its rows of ``task.train`` as ``Batch.index`` (as the runner's do)."""
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(len(task.train), (10,), generator=gen)
-        learner.observe(Batch(task.train.images(idx.numpy()), task.train.labels[idx], task.id))
+        learner.observe(Batch(task.train.images(idx.numpy()), task.train.labels[idx], task.id,
+                              index=idx if indexed else None))

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.checkpoint import flatten, unflatten
+from lifelong.experiment import make_experiment
 from lifelong.learners.cl.agem import agem_project
 from lifelong.learners.cl.common import (
     QuadraticPenalty,
@@ -23,6 +24,8 @@ from lifelong.learners.cl.ewc import add_task, fisher_diagonal, online_update
 from lifelong.learners.cl.lwf import distillation_loss
 from lifelong.learners.cl.mas import mas_importance
 from lifelong.learners.cl.si import PathIntegral
+from lifelong.runner import Runner, batch_indices, batches
+from lifelong.tasks import Batch
 
 from clhelpers import make_learner as _learner
 from clhelpers import train_steps as _train
@@ -267,6 +270,152 @@ def test_lwf_distils_old_heads_on_new_data():
     assert lwf.old is not None and lwf.old_tasks == [0]
 
 
+def _lwf_on_second_task(setting: str, net: str | None = None):
+    """An LwF learner that trained a little on task 0 and has begun task 1; the same one
+    each call (initial weights, dropout draws and task 1's new head all seeded)."""
+    torch.manual_seed(3)
+    _, stream, lwf = _learner("lwf", setting, net=net)
+    lwf.begin_task(stream[0])
+    _train(lwf, stream[0], 4)
+    lwf.end_task(stream[0])
+    lwf.begin_task(stream[1])
+    return stream, lwf
+
+
+@pytest.mark.parametrize("setting", ["task-il", "class-il"])
+def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, monkeypatch):
+    """The old outputs recorded in begin_task and looked up by Batch.index give the same
+    distillation loss and step as running the old model on the batch (the mnist net has
+    dropout: the old model must be in eval mode both ways); with an index the old model is
+    not run at all."""
+    idx = torch.tensor([3, 0, 7, 3, 11, 5])
+    results = []
+    for indexed in (False, True):
+        stream, lwf = _lwf_on_second_task(setting, net="mnist")
+        train = stream[1].train
+        assert lwf.targets is not None and lwf.targets_task == 1
+        assert lwf.targets.shape == (len(train), stream[0].num_classes)
+        x = train.images(idx.numpy())
+        if indexed:
+            def not_run(*_args):
+                raise AssertionError("the old model ran although the batch has an index")
+
+            monkeypatch.setattr(lwf.old, "features", not_run)
+        torch.manual_seed(7)  # the same dropout draws for the trained network
+        out = lwf.observe(Batch(x, train.labels[idx], 1, index=idx if indexed else None))
+        results.append((out, [p.detach().clone() for p in lwf.net.parameters()]))
+        monkeypatch.undo()
+        # the recorded rows are the old model's outputs on those images
+        with torch.no_grad():
+            on_the_fly = lwf.old.all_heads(lwf.old.features(x))
+        # equal up to float rounding (the recording runs chunks of 128 images, not 6)
+        torch.testing.assert_close(lwf.targets[idx], on_the_fly, rtol=1e-6, atol=1e-6)
+    (fly, fly_params), (rec, rec_params) = results
+    assert float(fly["distill"]) > 0
+    torch.testing.assert_close(rec["distill"], fly["distill"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(rec["loss"], fly["loss"], rtol=0, atol=0)
+    for p, q in zip(rec_params, fly_params):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_lwf_records_nothing_without_an_old_model_and_drops_targets_after_the_task():
+    _, stream, lwf = _learner("lwf")
+    lwf.begin_task(stream[0])
+    assert lwf.old is None and lwf.targets is None
+    _train(lwf, stream[0], 2, indexed=True)  # no old model: plain cross-entropy
+    lwf.end_task(stream[0])
+    lwf.begin_task(stream[1])
+    assert lwf.targets is not None
+    lwf.end_task(stream[1])
+    assert lwf.targets is None and lwf.method_state()["targets"] is None
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_lwf_resuming_mid_task_with_recorded_targets_continues_exactly(saved):
+    """A checkpoint taken inside a task holds the recorded targets; one written without
+    them (before they existed) has begin_task record them again. Either way the resumed
+    learner's indexed steps equal the uninterrupted learner's."""
+    stream, a = _lwf_on_second_task("class-il")
+    _train(a, stream[1], 3, seed=1, indexed=True)
+    tensors: dict[str, torch.Tensor] = {}
+    state = unflatten(flatten(a.state_dict(), tensors), tensors)  # as a checkpoint holds it
+    if not saved:
+        del state["method"]["targets"], state["method"]["targets_task"]
+    _, _, b = _learner("lwf", "class-il")
+    b.load_state_dict(state)
+    assert (b.targets is not None) == saved
+    b.begin_task(stream[1])  # the runner re-attaches after a resume
+    assert b.targets is not None and torch.equal(a.targets, b.targets)
+    torch.manual_seed(5)
+    _train(a, stream[1], 3, seed=2, indexed=True)
+    torch.manual_seed(5)
+    _train(b, stream[1], 3, seed=2, indexed=True)
+    for (n, p), q in zip(a.net.named_parameters(), b.net.parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_lwf_run_interrupted_inside_a_task_resumes_exactly(tmp_path, monkeypatch):
+    """Through the runner (indexed batches, recorded targets): Ctrl-C in task 1's last
+    epoch, resume from the mid-task checkpoint; accuracies and training MACs equal an
+    uninterrupted run's (the targets come from the checkpoint, not a second recording)."""
+    import json
+
+    from lifelong.api import RunInterrupted, run_experiment
+    from lifelong.learners.cl.lwf import LwF
+    from lifelong.macs import MACS_FILE
+
+    original = LwF.observe
+
+    def interrupt(self, batch):
+        if batch.task_id == 1 and self.epoch == 3:  # global epochs 2-3 are task 1's
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    raw = {"run": {"benchmark": "synthetic", "learner": "lwf", "epochs": 2,
+                   "checkpoint_every": 1}}
+    monkeypatch.setattr(LwF, "observe", interrupt)
+    with pytest.raises(RunInterrupted):
+        run_experiment(raw, out=tmp_path / "run", progress=False)
+    meta = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["meta"]
+    assert meta["task"] == 1 and meta["in_task"]  # a checkpoint inside task 1
+    monkeypatch.setattr(LwF, "observe", original)
+    resumed = run_experiment({}, resume=tmp_path / "run", progress=False)
+    full = run_experiment(raw, out=tmp_path / "full", progress=False)
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    macs = [json.loads((d / MACS_FILE).read_text()) for d in (tmp_path / "run", tmp_path / "full")]
+    assert macs[0] == macs[1] and macs[0]["tasks"][1]["other_macs"] > 0  # the recording
+
+
+def test_runner_batches_carry_their_rows_of_the_training_set(tmp_path):
+    """The runner's training batches are batches()' batches, each with Batch.index = its
+    rows of task.train; other callers of batches() are unchanged."""
+    exp = make_experiment({"run": {"benchmark": "synthetic", "learner": "lwf", "epochs": 1,
+                                   "batch_size": 4}})
+    stream = exp.build_stream()
+    learner = exp.build_learner(stream, torch.device("cpu"))
+    seen: list[Batch] = []
+    observe = learner.observe
+
+    def spy(batch: Batch):
+        seen.append(batch)
+        return observe(batch)
+
+    learner.observe = spy
+    Runner(exp, stream, learner, tmp_path, torch.device("cpu"), progress=False).run()
+    first = [b for b in seen if b.task_id == 0]
+    gen = torch.Generator().manual_seed(exp.run.seed * 1_000_003 + 0)  # epoch 0's shuffle
+    expected = list(batches(stream[0].train, 4, gen, drop_last=True))
+    assert len(first) == len(expected) == len(stream[0].train) // 4
+    for b, (x, y) in zip(first, expected):
+        assert b.index is not None and b.index.dtype == torch.int64
+        assert torch.equal(b.x, x) and torch.equal(b.y, y)
+        assert torch.equal(b.x, stream[0].train.images(b.index.numpy()))
+    gen = torch.Generator().manual_seed(1)
+    assert [i.tolist() for i in batch_indices(10, 4, None)] == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                                                [8, 9]]
+    assert len(list(batch_indices(10, 4, gen, drop_last=True))) == 2
+
+
 def test_class_il_scores_cover_seen_classes_only():
     _, stream, er = _learner("er", setting="class-il")
     er.begin_task(stream[0])
@@ -311,3 +460,27 @@ def test_resuming_mid_task_continues_exactly(name, setting):
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     x = stream[1].test.images(np.arange(6))
     assert torch.equal(a.predict(x, 1), b.predict(x, 1))
+
+
+# The baselines that take a pretrained backbone (PSP and SupSup replace the trunk by their own
+# layers and refuse one): each fine-tunes it by default and leaves it alone when frozen.
+BACKBONE_BASELINES = ["finetune", "ewc", "online-ewc", "si", "mas", "lwf", "er", "agem", "der",
+                      "derpp", "icarl"]
+
+
+@pytest.mark.parametrize("name", BACKBONE_BASELINES)
+def test_baselines_fine_tune_a_pretrained_backbone_unless_frozen(name):
+    setting = "class-il" if name == "icarl" else "task-il"
+    for finetune in (True, False):
+        torch.manual_seed(0)
+        _, stream, learner = _learner(name, setting, backbone="tiny-cnn",
+                                      finetune_backbone=finetune)
+        trunk = learner.net.trunk
+        before = [p.detach().clone() for p in trunk.parameters()]
+        for task in stream[:2]:  # the second task exercises each method's old-task terms
+            learner.begin_task(task)
+            learner.begin_epoch(0)
+            _train(learner, task, 3, indexed=True)
+            learner.end_task(task)
+        moved = [not torch.equal(b, p.detach()) for b, p in zip(before, trunk.parameters())]
+        assert all(moved) if finetune else not any(moved), (name, finetune)

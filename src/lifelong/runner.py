@@ -35,23 +35,30 @@ from lifelong.macs import MACS_FILE, TrainMacs, counts_own_macs
 from lifelong.progress import Progress
 from lifelong.tasks import Batch, Task, TaskStream
 
-__all__ = ["Runner", "RunState", "evaluate", "batches"]
+__all__ = ["RunState", "Runner", "batch_indices", "batches", "evaluate"]
 
 EVAL_BATCH = 256
 
 
-def batches(split: ImageSet, batch_size: int, generator: torch.Generator | None, *,
-            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches (x (B, C, H, W), y (B,)); shuffled with ``generator``, in order if None.
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None, *,
+                  drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Row indices (B,) int64 of each mini-batch of a split of ``n`` rows; shuffled with
+    ``generator`` (one ``randperm``), in order if None.
 
     ``drop_last`` drops a final partial batch (the original code trained on
     ``n // batch_size`` batches per epoch) unless it would be the only one.
     """
-    n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for i in range(0, stop, batch_size):
-        idx = order[i:i + batch_size]
+        yield order[i:i + batch_size]
+
+
+def batches(split: ImageSet, batch_size: int, generator: torch.Generator | None, *,
+            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches (x (B, C, H, W), y (B,)) of :func:`batch_indices`' rows (same order,
+    same random draws); the runner's training loop uses the indices themselves."""
+    for idx in batch_indices(len(split), batch_size, generator, drop_last=drop_last):
         yield split.images(idx.numpy()), split.labels[idx]
 
 
@@ -234,10 +241,14 @@ class Runner:
         gen = torch.Generator().manual_seed(run.seed * 1_000_003 + st.global_epoch)
         total, count = torch.zeros((), device=self.device), 0
         start = time.perf_counter()
-        for x, y in batches(task.train, run.batch_size, gen, drop_last=True):
+        # The same batches as batches(task.train, ...) gives, with each example's row in
+        # task.train as Batch.index (B,), for learners that record per-example data (LwF).
+        split = task.train
+        for idx in batch_indices(len(split), run.batch_size, gen, drop_last=True):
+            x, y = split.images(idx.numpy()), split.labels[idx]
             with st.macs.step():
                 losses = self.learner.observe(Batch(x.to(self.device), y.to(self.device),
-                                                    task.id))
+                                                    task.id, index=idx.to(self.device)))
             total += losses["loss"] * len(y)
             count += len(y)
         st.macs.end_epoch()

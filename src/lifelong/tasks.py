@@ -85,8 +85,15 @@ class TaskStream:
 
 @dataclass
 class Batch:
-    """A mini-batch of one task: images (B, C, H, W), labels (B,) in the task's label space."""
+    """A mini-batch of one task: images (B, C, H, W), labels (B,) in the task's label space.
+
+    ``index`` (B,) int64, when given, holds each example's row in ``task.train`` (the
+    runner's training loop fills it), so a learner can look up what it recorded per
+    training example (LwF's old-model outputs). None when the batch does not come from
+    ``task.train`` rows or the caller does not know them; learners must then cope without.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     task_id: int
+    index: torch.Tensor | None = None

@@ -53,16 +53,20 @@ class ER(CLLearner):
         self.check_batch(batch)
         self.net.train()
         n = len(batch.y)
-        x, y = batch.x, batch.y
-        tasks: torch.Tensor | int = batch.task_id
-        replay = self.memory.sample(self.cfg.replay_batch or n, self.gen)
-        if replay:
-            # one forward pass over current + replayed examples
-            x = torch.cat([x, replay["x"]])
-            y = torch.cat([y, replay["y"]])
+        replay = self.memory.sample(self.cfg.replay_batch or n, self.gen)  # O(r) gather
+        # one forward pass over current (rows :n) + replayed (rows n:) examples: (n + r, D)
+        h = self.net.features(torch.cat([batch.x, replay["x"]]) if replay else batch.x)
+        if not replay:
+            ce = self.ce_per_example(h, batch.y, batch.task_id)  # (n,)
+        elif self.class_il:  # one group over all rows: every row uses all seen columns
             tasks = torch.cat([torch.full_like(batch.y, batch.task_id), replay["task"]])
-        h = self.net.features(x)
-        ce = self.ce_per_example(h, y, tasks)
+            ce = self.ce_per_example(h, torch.cat([batch.y, replay["y"]]), tasks)
+        else:
+            # Task-il: the current rows are one task, a slice through its head; only the
+            # replayed rows are grouped by task. The same per-example losses (same order)
+            # as grouping all n + r rows, without gathering and scattering the current ones.
+            ce = torch.cat([self.ce_per_example(h[:n], batch.y, batch.task_id),
+                            self._replay_ce(h[n:], replay["y"], replay["task"])])  # (n + r,)
         loss = self.reduce(ce)
         self.step(loss)
         if isinstance(self.memory, ReservoirBuffer):
@@ -70,6 +74,16 @@ class ER(CLLearner):
                             task=torch.full_like(batch.y, batch.task_id))
         # "loss" is the current batch's cross-entropy, comparable across learners
         return {"loss": self.logged(self.reduce(ce[:n].detach()), n), "replay_loss": loss.detach()}
+
+    def _replay_ce(self, h: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """Task-il cross-entropy (r,) of replayed features ``h`` (r, D), each row through its
+        own task's head. Replay from a single task (all of it while the second task trains,
+        or a draw that hit one task) goes through that head directly, without per-row
+        gathers."""
+        present = tasks.unique().tolist()  # host sync, needed to pick the heads anyway
+        if len(present) == 1:
+            return self.ce_per_example(h, y, int(present[0]))
+        return self.ce_per_example(h, y, tasks)
 
     def end_task(self, task: Task) -> None:
         if self.cfg.buffer == "class-balanced":
