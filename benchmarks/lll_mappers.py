@@ -6,7 +6,18 @@ one curve per run (e.g. the GMMC and the Mahalanobis mapper); plus a Markdown ta
         --out docs/figures/lll-mappers
 
 writes ``<out>-fig6-mapper.png`` and ``<out>-fig8-end-to-end.png`` (the second also shows
-each run's oracle curve: the heads given the true task) and prints the table.
+each run's oracle curve: the heads given the true task) and prints each run's mapper
+settings and the table.
+
+Runs that differ only in the Mahalanobis covariance's shrinkage (``learner.maha_shrinkage``:
+0, the paper's empirical covariance; a number in (0, 1]; or ``ledoit-wolf``) compare the
+same way, e.g.
+
+    lifelong run --benchmark shipped-mix --learner lll --threads 1 --quiet \\
+        --out runs/mix-maha-lw setting=class-il learner.mapper=maha \\
+        learner.maha_shrinkage=ledoit-wolf
+    python benchmarks/lll_mappers.py Maha=runs/mix-maha "Maha LW"=runs/mix-maha-lw \\
+        --out docs/figures/lll-maha-shrinkage
 """
 
 from __future__ import annotations
@@ -27,6 +38,22 @@ def load(run_dir: Path) -> dict:
     if "mapper" not in views or "oracle" not in views:
         raise SystemExit(f"{run_dir}: no mapper/oracle views (a class-il lll run is needed)")
     return res
+
+
+def settings(res: dict) -> str:
+    """A run's task-mapper settings, from its config (and, for the Mahalanobis mapper, the
+    shrinkage it used over all tasks, from the learner's report)."""
+    cfg = res.get("config", {}).get("learner", {})
+    mapper = cfg.get("mapper", "?")
+    if mapper == "gmmc":
+        return f"gmmc, k = {cfg.get('gmm_components')}, reg_covar = {cfg.get('gmm_reg_covar')}"
+    text = f"{mapper}, m = {cfg.get('maha_samples')}"
+    if mapper == "maha":
+        text += f", maha_shrinkage = {cfg.get('maha_shrinkage', 0.0)}"
+        used = res.get("learner_report", {}).get("maha_shrinkage")
+        if used is not None:
+            text += f" (s used after the last task: {used:.4f})"
+    return text
 
 
 def main() -> None:
@@ -57,6 +84,9 @@ def main() -> None:
     b = plot_average_accuracy(curves, f"{args.out}-fig8-end-to-end.png",
                               title=f"{bench}: accuracy over tasks so far (SKILL Fig. 8)")
     print(f"wrote {a} and {b}\n")
+    for label, res in runs.items():
+        print(f"{label}: {settings(res)}")
+    print()
     T = max(len(v) for v in mapper.values())
     cols = [f"{k} mapper" for k in runs] + [f"{k} end to end" for k in runs] + \
         [f"{k} oracle" for k in runs]

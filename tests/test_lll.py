@@ -123,6 +123,60 @@ def test_mahalanobis_mapper_matches_numpy_exactly():
     np.testing.assert_allclose(mapper.distances(torch.tensor(x)).numpy(), d, rtol=1e-6)
 
 
+def _ledoit_wolf_shrinkage(x: np.ndarray) -> float:
+    """Ledoit and Wolf (2004)'s shrinkage for samples x (N, D) centred already, in plain
+    numpy: min(beta, delta) / delta with delta = ||S - mu I||_F^2 (mu = tr(S) / D) and
+    beta = sum_i ||x_i x_i^T - S||_F^2 / N^2."""
+    n, d = x.shape
+    S = x.T @ x / n
+    delta = ((S - np.trace(S) / d * np.eye(d)) ** 2).sum()
+    beta = sum(((np.outer(xi, xi) - S) ** 2).sum() for xi in x) / n**2
+    return min(beta, delta) / delta
+
+
+@pytest.mark.parametrize("dim", [16, 96])  # 60 shared samples: S invertible, then singular
+@pytest.mark.parametrize("shrinkage", [0.1, 0.5, 1.0, "ledoit-wolf"])
+def test_shrunk_mahalanobis_mapper_matches_numpy(dim, shrinkage):
+    tasks = _features(1, dim=dim)
+    anchors = {t: fit_maha(x, y, 3, m=5, seed=t) for t, (x, y) in tasks.items()}
+    mapper = MahaMapper(anchors, shrinkage)
+    # Eq. 5 with the tied covariance shrunk towards a multiple of the identity, in numpy:
+    # (1 - s) S + s mu I, mu = tr(S) / D (scikit-learn's ShrunkCovariance)
+    means = np.concatenate([a.means for a in anchors.values()]).astype(np.float64)
+    centred = np.concatenate([a.samples.astype(np.float64) - a.means[a.sample_labels]
+                              for a in anchors.values()])  # (60, D)
+    s = _ledoit_wolf_shrinkage(centred) if shrinkage == "ledoit-wolf" else shrinkage
+    assert mapper.shrinkage_ == pytest.approx(s, rel=1e-9)
+    assert 0 < s <= 1
+    S = centred.T @ centred / len(centred)
+    P = np.linalg.inv((1 - s) * S + s * np.trace(S) / dim * np.eye(dim))
+    x = np.concatenate([x for x, _ in tasks.values()])
+    d = np.array([[(xi - mu) @ P @ (xi - mu) for mu in means] for xi in x])
+    np.testing.assert_allclose(mapper.distances(torch.tensor(x)).numpy(), d, rtol=1e-6)
+    owner = np.repeat(list(anchors), 3)
+    np.testing.assert_array_equal(mapper.map(torch.tensor(x)).numpy(), owner[d.argmin(1)])
+
+
+def test_maha_shrinkage_is_a_learner_option(tmp_path):
+    """learner.maha_shrinkage reaches the mapper (from YAML or key=value, as a number or
+    ledoit-wolf); the bundles do not depend on it (only the receiver's estimate does)."""
+    from lifelong.errors import ConfigError
+
+    digests, used = {}, {}
+    for value in ("0", "ledoit-wolf", 0.25):
+        torch.manual_seed(0)  # the same heads in every run (the CLI seeds the same way)
+        learner, _, _ = _run(tmp_path / str(value), "none", tasks=2, epochs=1, mapper="maha",
+                             maha_shrinkage=value)
+        digests[value] = learner.bundle_digests()
+        used[value] = learner.report()["maha_shrinkage"]
+    assert used["0"] == 0.0 and used[0.25] == 0.25 and 0 < used["ledoit-wolf"] < 1
+    assert digests["0"] == digests["ledoit-wolf"] == digests[0.25]
+    for bad in ("1.5", "-0.1", "oas"):
+        with pytest.raises(ConfigError):
+            make_experiment({"run": {"benchmark": "split-digits", "learner": "lll"},
+                             "learner": {"mapper": "maha", "maha_shrinkage": bad}})
+
+
 def test_bundles_round_trip_into_a_fresh_learner(tmp_path):
     learner, stream, _ = _run(tmp_path, "partial", bb_stages=1)
     raw = {"run": {"benchmark": "split-digits", "learner": "lll", "setting": "class-il"},

@@ -5,7 +5,8 @@
                    ``name_init``, classes similar by name to learned ones start from their
                    weights (7.2)
     observe        an Adam step on the head (and BB) for one mini-batch:
-                   no BB: features computed once per image and cached;
+                   no BB: the task's training and validation features are computed in
+                   begin_task, in one backbone pass, and looked up by row;
                    partial BB: biases in the last stages only, their input cached;
                    full BB: every conv layer's biases, full forward and backward per step
     task_done      early stopping: ``patience`` epochs without validation improvement (the
@@ -55,6 +56,10 @@ class LLLConfig(Config):
     gmm_components: int = 25  # k of the paper
     gmm_reg_covar: float = 1e-4  # variance floor of the mixtures (see anchors.fit_gmmc)
     maha_samples: int = 5  # m samples per class shared for the tied covariance
+    # Shrinkage of the tied covariance: 0 = the paper's empirical covariance (pseudo-
+    # inverse); s in (0, 1]: (1 - s) S + s tr(S)/D I; "ledoit-wolf": s chosen from the data
+    # (anchors.MahaMapper). The samples shared do not change, only the receiver's estimate.
+    maha_shrinkage: float | Literal["ledoit-wolf"] = 0.0
     lr: float = 1e-3  # Adam, as the original code
     patience: int = 10  # epochs without validation improvement before the task stops
     anchor_dtype: Literal["float32", "float16"] = "float32"  # float16 halves anchor bytes
@@ -73,6 +78,8 @@ class LLLConfig(Config):
               "gmm_components and maha_samples must be >= 1")
         check(self.lr > 0 and self.patience >= 1, "lr must be > 0 and patience >= 1")
         check(self.gmm_reg_covar > 0, "gmm_reg_covar must be > 0")
+        check(self.maha_shrinkage == "ledoit-wolf" or 0 <= self.maha_shrinkage <= 1,
+              "maha_shrinkage must be in [0, 1] or ledoit-wolf")
         check(0 < self.h2t_fraction <= 1, "h2t_fraction must be in (0, 1]")
         check(not self.h2t or self.bb != "none", "h2t needs beneficial biases: set bb")
         check(not self.name_init or self.head_norm == "inf",
@@ -150,6 +157,7 @@ class LLL(Learner):
     def begin_task(self, task: Task) -> None:
         if self._training(task.id):
             self.current["val"] = task.val  # resumed inside the task
+            self._featurise(task)
             return
         head = Head(self.backbone.num_features, task.num_classes, self.cfg.head_norm)
         head.to(self.device)
@@ -165,6 +173,42 @@ class LLL(Learner):
                         "epochs": 0, "val": task.val, "classes": list(task.classes),
                         "class_ids": list(task.class_ids), "done": False}
         self.learning[task.id] = {"name_matches": matches}
+        # after the head's initialisation, as before: the first backbone call measures the
+        # MAC units with a random input (global RNG), which must not move the head's draw
+        self._featurise(task)
+
+    def _featurise(self, task: Task) -> None:
+        """No BB: the features of the task's training and validation images, in one
+        backbone pass over both (chunks of ``extract.batch``, cache hits skipped, each
+        image counted once), kept for the task: ``train_feats`` (N_tr, D) by row of
+        ``task.train``, ``val_feats`` (N_va, D) and ``val_labels`` (N_va,).
+
+        Featurising on demand, batch by batch, ran the backbone on 32 images per step in
+        the first epoch and then on the few images ``drop_last`` had left out (2-5 per
+        step; a backbone call costs 2-3x more per image at that size), validation in two
+        more calls, and hashed every batch's pixels at every step to find its features.
+        Now each step indexes ``train_feats`` with the batch's rows (``Batch.index``, which
+        the runner fills; without it the pixels are hashed as before) and a validation
+        check is one matrix product. The values are the backbone's; an image's features can
+        differ in the last float bits from before, as they depend on the size of the batch
+        the image was computed in (measured: up to 2e-5 between batches of 1 and 32).
+        With BB the features change every step: nothing is precomputed.
+        """
+        cur = self.current
+        cur["train_feats"] = cur["val_feats"] = cur["val_labels"] = None
+        if cur["bb"] is not None:
+            return
+        n = len(task.train)
+        parts = [s.images() for s in (task.train, task.val) if len(s)]
+        if len(parts) == 2 and parts[0].shape[1:] == parts[1].shape[1:]:
+            # one copy of the task's images (N_tr + N_va, C, H, W) for the pass, freed after
+            feats = self.extract.raw(torch.cat(parts))
+        elif parts:  # one split empty, or (never in our benchmarks) other image sizes
+            feats = torch.cat([self.extract.raw(x) for x in parts])
+        else:
+            feats = torch.zeros(0, self.backbone.num_features, device=self.device)
+        cur["train_feats"], cur["val_feats"] = feats[:n], feats[n:]  # (N_tr, D), (N_va, D)
+        cur["val_labels"] = task.val.labels.to(self.device)
 
     def begin_epoch(self, epoch: int) -> None:
         cur = self.current
@@ -184,11 +228,15 @@ class LLL(Learner):
         cur = self.current
         val = cur["val"]
         correct = 0
-        step = self.extract.batch
-        for start in range(0, len(val), step):
-            idx = np.arange(start, min(start + step, len(val)))
-            logits = cur["head"](self.task_features(val.images(idx), cur["task"]))
-            correct += int((logits.argmax(1) == val.labels[idx].to(self.device)).sum())
+        if cur.get("val_feats") is not None:  # no BB: features fixed and kept, (N_va, D)
+            logits = cur["head"](cur["val_feats"])  # (N_va, C)
+            correct = int((logits.argmax(1) == cur["val_labels"]).sum())
+        else:
+            step = self.extract.batch
+            for start in range(0, len(val), step):
+                idx = np.arange(start, min(start + step, len(val)))
+                logits = cur["head"](self.task_features(val.images(idx), cur["task"]))
+                correct += int((logits.argmax(1) == val.labels[idx].to(self.device)).sum())
         if cur["bb"] is not None:
             # With biases the features change every epoch: the backbone runs again from the
             # first biased stage (below it, partial BB reads the cache, counted once).
@@ -213,7 +261,13 @@ class LLL(Learner):
         cur = self.current
         if cur["done"]:
             return {"loss": torch.zeros((), device=self.device)}
-        feats = self.task_features(batch.x, batch.task_id)  # (B, D); BB in the graph if any
+        table = cur.get("train_feats")  # no BB: (N_tr, D), by row of task.train
+        index = getattr(batch, "index", None)  # rows in task.train, when the caller knows
+        if table is not None and index is not None and batch.task_id == cur["task"] \
+                and len(index) == len(batch.y):
+            feats = table[index]  # (B, D), no pixels hashed
+        else:
+            feats = self.task_features(batch.x, batch.task_id)  # (B, D); BB in the graph
         loss = F.cross_entropy(cur["head"](feats), batch.y)
         cur["optimizer"].zero_grad(set_to_none=True)
         loss.backward()
@@ -239,7 +293,10 @@ class LLL(Learner):
             index = select_channels(cur["bb"], self.cfg.h2t_fraction,
                                     self.backbone.bb_offset(cur["bb_from"]))
             cur["head"] = self._train_h2t(task, cur["bb"].detach(), index)
-        feats = self.extract.raw(task.train.images()).cpu().numpy()  # anchors: raw features
+        if cur.get("train_feats") is not None:  # no BB: the raw features, computed already
+            feats = cur["train_feats"].cpu().numpy()  # (N_tr, D)
+        else:
+            feats = self.extract.raw(task.train.images()).cpu().numpy()  # anchors: raw
         seed = self.seed * 1000 + task.id
         if self.cfg.mapper == "gmmc":
             anchor = fit_gmmc(feats, self.cfg.gmm_components, seed, self.cfg.gmm_reg_covar)
@@ -392,7 +449,7 @@ class LLL(Learner):
         if self._mapper is None:
             anchors = {t: b.anchor for t, b in self.bundles.items()}
             self._mapper = (GMMCMapper(anchors) if self.cfg.mapper == "gmmc"
-                            else MahaMapper(anchors))
+                            else MahaMapper(anchors, self.cfg.maha_shrinkage))
         return self._mapper
 
     @torch.no_grad()
@@ -464,8 +521,9 @@ class LLL(Learner):
                                 bb_from=self.bb_from, val=None)
 
     def report(self) -> dict[str, Any]:
-        """Bundle sizes and hashes, MACs of training each own task and of inference, and
-        per task the epoch of the best validation accuracy (and name matches)."""
+        """Bundle sizes and hashes, MACs of training each own task and of inference, per
+        task the epoch of the best validation accuracy (and name matches), and with the
+        Mahalanobis mapper the covariance shrinkage it used over all tasks held."""
         fwd = self.extract.unit_macs("forward", 0)
         return {"bundle_bytes": {str(t): len(d) for t, d in sorted(self.bundle_bytes.items())},
                 "bundle_sha256": {str(t): h for t, h in self.bundle_digests().items()},
@@ -474,4 +532,6 @@ class LLL(Learner):
                 # no BB: one backbone pass serves the mapper and the head; BB: a second pass
                 "inference_macs_per_image": fwd * (1 if self.cfg.bb == "none" else 2),
                 "learning": {str(t): v for t, v in sorted(self.learning.items())},
-                "bb": self.cfg.bb, "mapper": self.cfg.mapper}
+                "bb": self.cfg.bb, "mapper": self.cfg.mapper,
+                **({"maha_shrinkage": self.mapper().shrinkage_ if self.bundles else None}
+                   if self.cfg.mapper == "maha" else {})}
