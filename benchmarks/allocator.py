@@ -38,7 +38,7 @@ print(json.dumps({"wall": time.perf_counter() - t0, "sys": c1.system - c0.system
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     res: dict[str, list[dict]] = {"0": [], "1": []}

@@ -25,7 +25,7 @@ SHAPES = {"cifar": (3, 32, 32), "mnist": (1, 28, 28), "stl10": (3, 96, 96)}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--net", default="cifar", choices=sorted(SHAPES))
     p.add_argument("--epochs", type=int, default=7, help="timed epochs per learner")
     p.add_argument("--threads", type=int, default=2)

@@ -1,5 +1,6 @@
-"""LASEM's training time against its base learner with a static configuration, and brute-
-force configuration search against LASEM, on the 4-layer CIFAR network (16 configurations).
+"""LASEM's training time against its base learner with a static configuration, and
+brute-force configuration search against LASEM, on the 4-layer CIFAR network (16
+configurations).
 
 All three train on the same CIFAR-shaped stream (synthetic pixels: the time does not depend
 on what they show), one after another in this process; everything a learner does during
@@ -50,7 +51,7 @@ def train_seconds(learner_name: str, args: argparse.Namespace) -> tuple[float, o
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--base", default="dfcnn", choices=("hps", "tf", "dfcnn"))
     p.add_argument("--tasks", type=int, default=3)
     p.add_argument("--epochs", type=int, default=30, help="epochs per task")

@@ -135,7 +135,7 @@ def learn(learner: LLL, task: Task, epochs: int, seed: int) -> Timing:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--task", type=int, default=0, help="which task of shipped-mix")
     p.add_argument("--num-tasks", type=int, default=12,
                    help="shipped-mix tasks built (sets how many images each task gets)")

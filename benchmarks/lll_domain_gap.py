@@ -77,7 +77,7 @@ def learn(learner: LLL, task: Task, max_epochs: int, seed: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--num-tasks", type=int, default=12)
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--images", type=int, default=200, help="training images per task for "

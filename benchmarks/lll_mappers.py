@@ -57,7 +57,7 @@ def settings(res: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     p.add_argument("--out", required=True, help="path prefix of the two PNG files")
     args = p.parse_args()

@@ -19,7 +19,7 @@ import numpy as np
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("without", type=Path, help="run directory, name_init=false")
     p.add_argument("with_", metavar="with", type=Path, help="run directory, name_init=true")
     args = p.parse_args()

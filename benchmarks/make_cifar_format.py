@@ -60,7 +60,7 @@ def build(seed: int = 0) -> tuple[dict, dict, dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--agents", type=int, default=2)
     p.add_argument("--benchmark", default="shipped-mix")
     p.add_argument("--tasks", type=int, default=12, help="first N tasks of the benchmark")
