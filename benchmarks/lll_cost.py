@@ -23,8 +23,9 @@ and prints
     (b)  partial-BB time / full-BB time          (E epochs each)
     (c)  full-BB time / no-BB time               (E epochs each)
 with the ratios of the MACs counted by the learner (``torch.utils.flop_counter`` per image
-and pass, times the images processed) beside them. (a) and (a') are the median of
-``--repeat`` no-BB tasks, each against the forward passes timed just before and after it.
+and pass, times the images processed) beside them. (a') is the median of ``--repeat``
+no-BB tasks, each against the forward passes timed just before and after it; (a) is taken
+from that same run (so it is not necessarily the median of the (a) values).
 
 Which denominator is "one backbone forward pass over that task's training data" (the
 issue's wording)? ``shipped-mix`` cuts each class's labelled images 60/10/30 into train,

@@ -270,20 +270,23 @@ def test_lwf_distils_old_heads_on_new_data():
     assert lwf.old is not None and lwf.old_tasks == [0]
 
 
-def _lwf_on_second_task(setting: str, net: str | None = None):
-    """An LwF learner that trained a little on task 0 and has begun task 1; the same one
-    each call (initial weights, dropout draws and task 1's new head all seeded)."""
+def _lwf_on_second_task(setting: str, net: str | None = None, current: int = 1):
+    """An LwF learner that trained a little on tasks 0..current-1 and has begun task
+    ``current``; the same one each call (initial weights, dropout draws and new heads all
+    seeded)."""
     torch.manual_seed(3)
     _, stream, lwf = _learner("lwf", setting, net=net)
-    lwf.begin_task(stream[0])
-    _train(lwf, stream[0], 4)
-    lwf.end_task(stream[0])
-    lwf.begin_task(stream[1])
+    for task in stream[:current]:
+        lwf.begin_task(task)
+        _train(lwf, task, 4)
+        lwf.end_task(task)
+    lwf.begin_task(stream[current])
     return stream, lwf
 
 
-@pytest.mark.parametrize("setting", ["task-il", "class-il"])
-def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, monkeypatch):
+@pytest.mark.parametrize("setting,current", [("task-il", 1), ("class-il", 1), ("task-il", 2),
+                                             ("class-il", 2)])
+def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, current, monkeypatch):
     """The old outputs recorded in begin_task and looked up by Batch.index give the same
     distillation loss and step as running the old model on the batch (the mnist net has
     dropout: the old model must be in eval mode both ways); with an index the old model is
@@ -291,10 +294,12 @@ def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, monkeypatch):
     idx = torch.tensor([3, 0, 7, 3, 11, 5])
     results = []
     for indexed in (False, True):
-        stream, lwf = _lwf_on_second_task(setting, net="mnist")
-        train = stream[1].train
-        assert lwf.targets is not None and lwf.targets_task == 1
-        assert lwf.targets.shape == (len(train), stream[0].num_classes)
+        # with two old tasks, task-il slices the second one's columns at a non-zero offset
+        stream, lwf = _lwf_on_second_task(setting, net="mnist", current=current)
+        train = stream[current].train
+        assert lwf.targets is not None and lwf.targets_task == current
+        assert lwf.targets.shape == (len(train),
+                                     sum(stream[t].num_classes for t in range(current)))
         x = train.images(idx.numpy())
         if indexed:
             def not_run(*_args):
@@ -302,7 +307,8 @@ def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, monkeypatch):
 
             monkeypatch.setattr(lwf.old, "features", not_run)
         torch.manual_seed(7)  # the same dropout draws for the trained network
-        out = lwf.observe(Batch(x, train.labels[idx], 1, index=idx if indexed else None))
+        out = lwf.observe(Batch(x, train.labels[idx], current,
+                                index=idx if indexed else None))
         results.append((out, [p.detach().clone() for p in lwf.net.parameters()]))
         monkeypatch.undo()
         # the recorded rows are the old model's outputs on those images

