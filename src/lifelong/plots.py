@@ -159,25 +159,32 @@ def plot_accuracy_panels(histories: dict[str, History], task_names: list[str],
         raise ValueError("plot_accuracy_panels needs at least one history")
     for h in histories.values():
         _check_names(h, task_names)
-    n = len(histories)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols + 1.8, 3.4 * nrows),
-                             sharey=True, squeeze=False, layout="constrained")
-    flat = axes.ravel()
+    fig, flat = _panel_grid(len(histories), 1.8, "test accuracy")
     for ax, (name, h) in zip(flat, histories.items()):
         _draw_accuracy(ax, h, reference)
         ax.set_title(name)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy")
     ref_handles = flat[0].get_legend_handles_labels()[0]
     fig.legend(handles=_task_handles(task_names) + ref_handles, loc="outside right upper",
                fontsize="small")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _panel_grid(n: int, legend_width: float, ylabel: str) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n`` panels, at most 3 per row, sharing the y axis (labelled on the
+    first column), with ``legend_width`` inches on the right for a figure legend; returns
+    the figure and the first ``n`` axes (the grid's spare cells are hidden)."""
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols + legend_width, 3.4 * nrows),
+                             sharey=True, squeeze=False, layout="constrained")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    flat = axes.ravel()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def _draw_curves(ax: Axes, curves: dict[str, np.ndarray], ci: dict[str, np.ndarray] | None,
@@ -273,12 +280,7 @@ def plot_curve_panels(panels: dict[str, dict[str, np.ndarray]], path: str | Path
         raise ValueError("plot_curve_panels needs at least one panel")
     names = list(dict.fromkeys(c for curves in panels.values() for c in curves))
     colors = {c: _task_color(j, len(names)) for j, c in enumerate(names)}
-    n = len(panels)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols + 1.5, 3.4 * nrows),
-                             sharey=True, squeeze=False, layout="constrained")
-    flat = axes.ravel()
+    fig, flat = _panel_grid(len(panels), 1.5, ylabel)
     top = 1.05
     for ax, (learner, curves) in zip(flat, panels.items()):
         bands = (ci or {}).get(learner)
@@ -288,10 +290,6 @@ def plot_curve_panels(panels: dict[str, dict[str, np.ndarray]], path: str | Path
             ax.axhline(hline, color="0.3", linestyle="--", linewidth=1.0)
         ax.set_title(learner)
     flat[0].set_ylim(0.0, top)  # shared y axis
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel(ylabel)
     fig.legend(handles=[Line2D([], [], color=colors[c], marker="o", markersize=3, label=c)
                         for c in names], loc="outside right upper", fontsize="small")
     if title:
