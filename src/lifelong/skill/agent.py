@@ -29,7 +29,7 @@ import torch
 
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.experiment import make_experiment
-from lifelong.runner import batches, evaluate
+from lifelong.runner import batch_indices, evaluate
 from lifelong.skill.bundle import BundleError
 from lifelong.skill.lll import LLL
 from lifelong.tasks import Batch
@@ -144,8 +144,11 @@ class Agent:
                 break
             self.learner.begin_epoch(epoch)
             gen = torch.Generator().manual_seed(seed + epoch + 1)
-            for x, y in batches(task.train, run.batch_size, gen):
-                self.learner.observe(Batch(x, y, task_id))
+            # the runner's batches, with their rows of task.train: the learner looks the
+            # features it computed in begin_task up by row instead of hashing pixels
+            for idx in batch_indices(len(task.train), run.batch_size, gen):
+                self.learner.observe(Batch(task.train.images(idx.numpy()), task.train.labels[idx],
+                                           task_id, index=idx))
             epochs += 1
         self.learner.end_task(task)
         seconds = time.perf_counter() - start
@@ -214,7 +217,8 @@ class Agent:
         samples = sum(len(b.anchor.samples) for b in self.learner.bundles.values()
                       if hasattr(b.anchor, "samples"))
         return {"feature_dim": self.learner.backbone.num_features,
-                "maha_samples_total": samples,"agent": self.id, "tasks": self.tasks, "learned": sorted(self.learned),
+                "maha_samples_total": samples, "agent": self.id, "tasks": self.tasks,
+                "learned": sorted(self.learned),
                 "held": sorted(self.learner.bundles), "refused": self.refused,
                 "received_bytes": self.received_bytes,
                 "student_seconds": self.student_seconds,

@@ -205,14 +205,14 @@ class LLL(Learner):
         if cur["bb"] is not None:
             return
         n = len(task.train)
-        parts = [s.images() for s in (task.train, task.val) if len(s)]
-        if len(parts) == 2 and parts[0].shape[1:] == parts[1].shape[1:]:
-            # one copy of the task's images (N_tr + N_va, C, H, W) for the pass, freed after
-            feats = self.extract.raw(torch.cat(parts))
-        elif parts:  # one split empty, or (never in our benchmarks) other image sizes
-            feats = torch.cat([self.extract.raw(x) for x in parts])
-        else:
+        splits = [s for s in (task.train, task.val) if len(s)]
+        if not splits:
             feats = torch.zeros(0, self.backbone.num_features, device=self.device)
+        elif all(s.shape == splits[0].shape for s in splits):
+            # the task's images (N_tr + N_va, C, H, W) in one pass; the copy is freed after
+            feats = self.extract.raw(torch.cat([s.images() for s in splits]))
+        else:  # (never in our benchmarks) splits of different image sizes
+            feats = torch.cat([self.extract.raw(s.images()) for s in splits])
         cur["train_feats"], cur["val_feats"] = feats[:n], feats[n:]  # (N_tr, D), (N_va, D)
         cur["val_labels"] = task.val.labels.to(self.device)
 
@@ -268,7 +268,7 @@ class LLL(Learner):
         if cur["done"]:
             return {"loss": torch.zeros((), device=self.device)}
         table = cur.get("train_feats")  # no BB: (N_tr, D), by row of task.train
-        index = getattr(batch, "index", None)  # rows in task.train, when the caller knows
+        index = batch.index  # rows in task.train, when the caller knows them
         if table is not None and index is not None and batch.task_id == cur["task"] \
                 and len(index) == len(batch.y):
             feats = table[index]  # (B, D), no pixels hashed
