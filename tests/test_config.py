@@ -21,6 +21,7 @@ class Example(Config):
     maybe: int | None = None
     sizes: tuple[int, ...] = (1, 2)
     mode: Literal["a", "b"] = "a"
+    level: float | Literal["auto"] = 0.0
 
 
 def test_coercion_from_strings_and_yaml_values():
@@ -39,6 +40,14 @@ def test_bad_values_and_unknown_keys_are_config_errors(values):
     with pytest.raises(ConfigError) as err:
         build_config(Example, values, section="x")
     assert "x." in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_value_fitting_no_alternative_of_a_union_names_them_all():
+    assert build_config(Example, {"level": "auto"}, section="x").level == "auto"
+    assert build_config(Example, {"level": "0.5"}, section="x").level == 0.5
+    with pytest.raises(ConfigError) as err:
+        build_config(Example, {"level": "fast"}, section="x")
+    assert str(err.value) == "x.level must be a finite number or one of auto, not 'fast'"
 
 
 @pytest.mark.parametrize("values", [{"epochs": 0}, {"device": "tpu"}, {"seed": -1},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import math
 import os
 import types
@@ -103,6 +104,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if len(errors) > 1:  # name every alternative, not only the first one tried
+            wanted = [m.group(1) for m in (re.match(rf"{re.escape(key)} must be (.*), not ", e)
+                                           for e in errors) if m]
+            if len(wanted) == len(errors):
+                raise ConfigError(f"{key} must be {' or '.join(wanted)}, not {value!r}")
+            raise ConfigError("; ".join(errors))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
     if origin is Literal:
         if value not in args:
