@@ -51,7 +51,7 @@ def _lasem(base: str = "hps", **cfg):
 
 def test_prior_and_posterior_match_equations_1_and_2():
     torch.manual_seed(0)
-    learner, stream = _lasem(skip_below=0.0)
+    learner, stream = _lasem()
     learner.begin_task(stream[0])
     learner.counts = np.array([3.0, 0.0, 1.0, 0.0])  # n_c: batches where c was most probable
     np.testing.assert_allclose(learner.prior_probs(), [4 / 8, 1 / 8, 2 / 8, 1 / 8])
@@ -67,7 +67,7 @@ def test_prior_and_posterior_match_equations_1_and_2():
                                    rtol=1e-5)
     post = np.array([4, 1, 2, 1]) / 8 * lik
     post /= post.sum()
-    learner._update_prior(post, np.arange(4))
+    learner._update_prior(post)
     expected = np.array([3.0, 0.0, 1.0, 0.0])
     expected[int(np.argmax(post))] += 1  # Eq. 1 counts the most probable configuration
     np.testing.assert_array_equal(learner.counts, expected)
@@ -77,8 +77,7 @@ def test_prior_and_posterior_match_equations_1_and_2():
 
 def test_m_step_gradient_is_posterior_weighted_and_respects_layer_roles():
     torch.manual_seed(1)
-    learner, stream = _lasem(skip_below=0.0, optimizer="sgd", lr=0.1, loss_reduction="mean",
-                             recheck_every=1)
+    learner, stream = _lasem(optimizer="sgd", lr=0.1, loss_reduction="mean")
     learner.begin_task(stream[0])
     learner.begin_epoch(0)
     learner.counts = np.array([0.0, 2.0, 5.0, 1.0])
@@ -117,7 +116,7 @@ def test_e_step_likelihood_is_computed_without_dropout():
     # The LASEM code computes the posterior with dropout off (dropout_prob=1.0) and trains
     # with it on; with dropout 0.9 in the head a train-mode likelihood would differ.
     exp = make_experiment({"run": {"benchmark": "synthetic", "learner": "lasem-hps"},
-                           "learner": {"skip_below": 0.0}})
+                           "learner": {}})
     stream = exp.build_stream()
     net = NetSpec(channels=(3, 4), kernels=(3, 3), pools=(1, 2), fc=(6,), dropout=0.9)
     ctx = LearnerContext((1, 8, 8), net, torch.device("cpu"), net_name="tiny2")
@@ -134,28 +133,6 @@ def test_e_step_likelihood_is_computed_without_dropout():
     learner.observe(Batch(x, y, 0))
     np.testing.assert_allclose(learner.epoch_post, post, rtol=1e-5)
     assert all(m.training for m in learner.model.modules())  # dropout is back on
-
-
-def test_skipped_configurations_are_rechecked():
-    learner, stream = _lasem(skip_below=0.3, recheck_every=3)
-    learner.begin_task(stream[0])
-    learner.begin_epoch(0)
-    x, y = stream[0].train.images(np.arange(8)), stream[0].train.labels[:8]
-    evaluated: list[int] = []
-    original = learner.config_features
-
-    def spy(x, t, configs):
-        evaluated[-1] += len(configs)
-        return original(x, t, configs)
-
-    learner.config_features = spy
-    for _ in range(7):
-        evaluated.append(0)
-        learner.observe(Batch(x, y, 0))
-    # Steps 0, 3 and 6 are full E-steps over all 4 configurations; in between, the
-    # configurations whose posterior fell below 0.3 are skipped.
-    assert evaluated[0] == evaluated[3] == evaluated[6] == 4
-    assert min(evaluated) < 4
 
 
 def test_end_of_task_fixes_the_most_probable_configuration_and_drops_the_rest(tmp_path):

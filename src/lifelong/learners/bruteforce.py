@@ -3,9 +3,15 @@ new task, train one candidate per configuration from the same starting point (it
 of the shared parameters and its own task parameters), then keep the candidate with the best
 validation accuracy. It costs 2^d times the base learner, which is what LASEM avoids.
 
-Between epochs the candidates are scored on the task's validation split; predictions during
-the task use the current best, and at the end of the task the best candidate's shared and
-task parameters replace the model's.
+After every epoch of the task the candidates are scored on the task's validation split; a
+candidate's score is its best validation accuracy over the task's epochs, as in the LASEM
+code (``lifelong_model_frame.py`` train_a_task keeps each configuration's
+``best_valid_error``, postprocess_config_search takes the argmax). At the end of the task the
+best-scoring candidate's shared and task parameters (as trained to the last epoch, as the
+code saves them) replace the model's, and the shared parameters of the layers it does not
+transfer are restored to their pre-task values. Predictions during the task use the
+candidate with the best score so far; the code instead reports the chosen configuration's
+whole history once the search is over, which a runner that evaluates as it goes cannot.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from lifelong.learners.base import LearnerContext, NetLearnerConfig
+from lifelong.learners.base import LearnerContext
 from lifelong.learners.optim import decayed_lr, make_optimizer
-from lifelong.learners.selective import SelectiveLearner
+from lifelong.learners.selective import SelectiveConfig, SelectiveLearner
 from lifelong.learners.transfer import Bits, all_configs, check_groups
 from lifelong.tasks import Batch, Task
 
@@ -29,7 +35,7 @@ _VAL_BATCH = 256
 
 
 @dataclass
-class BruteForceFields(NetLearnerConfig):
+class BruteForceFields(SelectiveConfig):
     groups: tuple[tuple[int, ...], ...] = ()  # search over groups of layers; () = per layer
 
 
@@ -43,7 +49,9 @@ class BruteForce(SelectiveLearner):
         self.candidates: list[nn.ModuleDict] = []  # each {"shared": ..., "task": ...}
         self.optimizers: list[torch.optim.Optimizer] = []
         self.best = 0
-        self.val_accuracy: list[float] = []
+        self.val_accuracy: list[float] = []  # the latest epoch's, per candidate
+        self.best_val: list[float] = []  # best over the task's epochs so far, per candidate
+        self.task_epochs = 0  # epochs trained on the current task since the last scoring
         self._task: Task | None = None
 
     def _use(self, k: int) -> None:
@@ -73,11 +81,12 @@ class BruteForce(SelectiveLearner):
             return
         if task.id in self.num_classes:  # revisiting a fixed task: train it as it is
             return super().begin_task(task)
+        self.snapshot_shared()  # for the roll-back of the layers the winner does not transfer
         self.num_classes[task.id] = task.num_classes
         self.current_task = task.id
         self._task = task
         self._make_candidates(task)
-        self.best, self.val_accuracy = 0, []
+        self.best, self.val_accuracy, self.best_val, self.task_epochs = 0, [], [], 0
         self._use(0)
         self.optimizer = self.optimizers[0]
 
@@ -86,12 +95,13 @@ class BruteForce(SelectiveLearner):
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
-        if self.candidates and self.val_accuracy is not None and epoch > 0:
+        if self.candidates and self.task_epochs > 0:  # score the epoch just trained
             self._score()
 
     @torch.no_grad()
     def _score(self) -> None:
-        """Validation accuracy of every candidate; the best one answers predictions."""
+        """Validation accuracy of every candidate; the one with the best score (best
+        validation accuracy over the task's epochs) answers predictions."""
         val = self._task.val
         accs = []
         for k in range(len(self.candidates)):
@@ -104,12 +114,17 @@ class BruteForce(SelectiveLearner):
                 correct += int((self.forward(x, self.current_task).argmax(1) == y).sum())
             accs.append(correct / max(len(val), 1))
         self.val_accuracy = accs
-        self.best = max(range(len(accs)), key=lambda k: (accs[k], -k))
+        self.best_val = [max(a, b) for a, b in zip(accs, self.best_val)] if self.best_val \
+            else list(accs)
+        self.best = max(range(len(accs)), key=lambda k: (self.best_val[k], -k))
+        self.task_epochs = 0
         self._use(self.best)
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         if not self.candidates:
             return super().observe(batch)
+        if not self.task_epochs:  # the first batch of an epoch
+            self.task_epochs = 1
         losses = []
         for k, opt in enumerate(self.optimizers):
             self._use(k)
@@ -125,7 +140,8 @@ class BruteForce(SelectiveLearner):
 
     def end_task(self, task: Task) -> None:
         if self.candidates:
-            self._score()
+            if self.task_epochs:
+                self._score()
             self._use(self.best)  # the winner's shared copy and task module stay in the model
             self.fix_config(task.id, self.configs[self.best])
             self.candidates, self.optimizers = [], []
@@ -139,6 +155,7 @@ class BruteForce(SelectiveLearner):
         state = super().state_dict()
         state["bruteforce"] = {
             "best": self.best, "val_accuracy": list(self.val_accuracy),
+            "best_val": list(self.best_val), "task_epochs": self.task_epochs,
             "candidates": [{"model": c.state_dict(), "optimizer": o.state_dict()}
                            for c, o in zip(self.candidates, self.optimizers)],
         }
@@ -160,6 +177,7 @@ class BruteForce(SelectiveLearner):
                 cand.load_state_dict(saved["model"])
                 opt.load_state_dict(saved["optimizer"])
             self.best, self.val_accuracy = int(bf["best"]), list(bf["val_accuracy"])
+            self.best_val, self.task_epochs = list(bf["best_val"]), int(bf["task_epochs"])
             self._use(self.best)
             self.optimizer = self.optimizers[self.best]
 

@@ -2,36 +2,46 @@
 comparator of LASEM section 4.2.
 
 While a task trains, each conv layer's output is a softmax mixture of its task-specific and
-its transfer-based form, weighted by the task's architecture logits alpha (d x 2). As in
-first-order DARTS, each mini-batch first takes an architecture step (Adam on alpha) on a
-validation mini-batch with the weights fixed, then a weight step on the training mini-batch
-with alpha fixed. At the end of the task each layer keeps its larger-weighted form and the
-other is dropped. Architecture optimiser: the DARTS paper's Adam(lr 3e-4, betas (0.5, 0.999),
-weight decay 1e-3).
+its transfer-based form, weighted by the task's architecture logits alpha (d x 2, zeros at
+the start). As in first-order DARTS, each mini-batch first takes an architecture step on
+alpha with the weights fixed, then a weight step on the training mini-batch with alpha
+fixed. At the end of the task each layer keeps its larger-weighted form, the other is
+dropped, and the shared parameters of the layers it does not transfer are restored to their
+pre-task values (the LASEM code's ``cnn_darts_model.py`` convert_tfVar_to_npVar).
+
+``variant=code`` (default), as the LASEM code (``cnn_darts_model.py``, ``utils_nn.py``
+new_darts_conv_layer): the architecture step is the run's optimizer (RMSProp) at the weights'
+learning rate on the *training* mini-batch, and the two forms are mixed after the ReLU and
+before the max-pool. ``variant=paper``, as the LASEM paper's text ("the hyper-parameter
+settings described in the original paper", Liu et al. 2019): Adam(``arch_lr`` 3e-4, betas
+(0.5, 0.999), weight decay ``arch_weight_decay`` 1e-3) on a *validation* mini-batch, and the
+two forms are mixed after pooling.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.base import NetLearnerConfig
-from lifelong.learners.selective import SelectiveLearner
+from lifelong.learners.optim import decayed_lr, make_optimizer
+from lifelong.learners.selective import SelectiveConfig, SelectiveLearner
 from lifelong.learners.transfer import Bits
-from lifelong.nets.convnet import conv_block
+from lifelong.nets.convnet import conv_block, same_max_pool
 from lifelong.tasks import Batch, Task
 
 __all__ = ["DARTS", "DARTSFields"]
 
 
 @dataclass
-class DARTSFields(NetLearnerConfig):
-    arch_lr: float = 3e-4
-    arch_weight_decay: float = 1e-3
+class DARTSFields(SelectiveConfig):
+    variant: Literal["code", "paper"] = "code"  # see the module docstring
+    arch_lr: float = 3e-4  # variant=paper: the DARTS paper's architecture learning rate
+    arch_weight_decay: float = 1e-3  # variant=paper: the DARTS paper's weight decay
 
     def validate(self) -> None:
         super().validate()
@@ -76,8 +86,14 @@ class DARTS(SelectiveLearner):
             return super().forward(x, task_id)
         weights = alpha.softmax(1)  # (layers, 2)
         for layer, pool in enumerate(self.ctx.net.pools):
-            outs = [conv_block(x, *self.layer_filter(layer, task_id, bit), pool) for bit in (0, 1)]
-            x = weights[layer, 0] * outs[0] + weights[layer, 1] * outs[1]
+            filters = [self.layer_filter(layer, task_id, bit) for bit in (0, 1)]
+            if self.cfg.variant == "code":  # mix after the ReLU, then pool
+                outs = [F.relu(F.conv2d(x, w, b, padding=w.shape[-1] // 2)) for w, b in filters]
+                x = same_max_pool(weights[layer, 0] * outs[0] + weights[layer, 1] * outs[1],
+                                  pool)
+            else:  # mix the pooled outputs
+                outs = [conv_block(x, w, b, pool) for w, b in filters]
+                x = weights[layer, 0] * outs[0] + weights[layer, 1] * outs[1]
         return self.task_module(task_id)["head"](x.flatten(1))
 
     def begin_task(self, task: Task) -> None:
@@ -89,18 +105,30 @@ class DARTS(SelectiveLearner):
             self.arch_steps = 0
 
     def _make_arch_optimizer(self, task_id: int) -> torch.optim.Optimizer:
+        if self.cfg.variant == "code":  # the code's second RMSProp, same lr schedule
+            return make_optimizer(self.cfg.optimizer, [self._alpha(task_id)],
+                                  decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch))
         return torch.optim.Adam([self._alpha(task_id)], lr=self.cfg.arch_lr, betas=(0.5, 0.999),
                                 weight_decay=self.cfg.arch_weight_decay)
+
+    def begin_epoch(self, epoch: int) -> None:
+        super().begin_epoch(epoch)
+        if self.cfg.variant == "code" and getattr(self, "arch_optimizer", None) is not None:
+            for group in self.arch_optimizer.param_groups:
+                group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.task_id
         if self._alpha(t) is None:
             return super().observe(batch)
-        # Architecture step on a validation mini-batch; the batch depends only on the step
-        # number, so a resumed run draws the same ones.
-        gen = torch.Generator().manual_seed(1_000_003 * (t + 1) + self.arch_steps)
-        idx = torch.randperm(len(self._val), generator=gen)[: len(batch.y)].numpy()
-        xv, yv = self._val.images(idx).to(self.device), self._val.labels[idx].to(self.device)
+        if self.cfg.variant == "code":  # architecture step on the training mini-batch
+            xv, yv = batch.x, batch.y
+        else:
+            # Architecture step on a validation mini-batch; the batch depends only on the
+            # step number, so a resumed run draws the same ones.
+            gen = torch.Generator().manual_seed(1_000_003 * (t + 1) + self.arch_steps)
+            idx = torch.randperm(len(self._val), generator=gen)[: len(batch.y)].numpy()
+            xv, yv = self._val.images(idx).to(self.device), self._val.labels[idx].to(self.device)
         self.model.train()
         self.arch_optimizer.zero_grad(set_to_none=True)
         self.task_loss(self.forward(xv, t), yv).backward()

@@ -12,17 +12,21 @@ prior over configurations. Then for every mini-batch (X, y):
 The weighted sum puts gradient on a layer's transfer-based parameters only from the
 configurations that transfer at that layer, and on its task-specific parameters only from
 the others (Eq. 3's two sums). At the end of the task its most probable configuration (by
-the prior) is fixed and the unused parameters are dropped.
+the prior) is fixed, the unused parameters are dropped and the shared parameters of the
+layers it does not transfer are rolled back to their pre-task values
+(:meth:`SelectiveLearner.roll_back`, as the authors' code).
 
-Cost: all configurations are evaluated in one pass that shares common prefixes
-(:meth:`SelectiveLearner.forward_configs`); configurations whose posterior falls below
-``skip_below`` are left out of the E- and M-steps, and every ``recheck_every`` mini-batches
-the skipped ones are evaluated again (forward only) in a full E-step, so the posterior stays
-honest while the cost approaches that of the few configurations still in play.
+By default every configuration is evaluated and trained on every mini-batch (exact Eq. 3;
+one pass shares the computation of common prefixes, :meth:`SelectiveLearner.config_features`).
+``epsilon > 0`` truncates: each E-step keeps the smallest set of configurations that holds at
+least 1 - epsilon of the posterior mass, so the M-step's weights differ from the exact
+posterior by at most epsilon in total variation (see :meth:`LASEM._e_step`).
 
 Options: ``prior=average`` (running average of the posteriors, the LASEM code's default),
 ``reset_prior`` (restart the prior every epoch, the code's ``--reset_prior``), ``groups``
-(LASEM-G: configurations over groups of layers, appendix E).
+(LASEM-G: configurations over groups of layers, appendix E), ``fixed_posterior`` (the paper's
+Figure 5 ablation: a fixed posterior instead of the E-step, the code's
+``train_lifelong_LASEM_fixedProb``).
 """
 
 from __future__ import annotations
@@ -32,31 +36,60 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from lifelong.config import check
-from lifelong.learners.base import LearnerContext, NetLearnerConfig
-from lifelong.learners.selective import SelectiveLearner, per_config_loss
-from lifelong.learners.transfer import Bits, all_configs, check_groups, config_name
+from lifelong.learners.base import LearnerContext
+from lifelong.learners.selective import SelectiveConfig, SelectiveLearner, per_config_loss
+from lifelong.learners.transfer import Bits, all_configs, check_groups, config_name, parse_config
 from lifelong.tasks import Batch, Task
 
-__all__ = ["LASEM", "LASEMFields"]
+__all__ = ["LASEM", "LASEMFields", "kept_set"]
 
 
 @dataclass
-class LASEMFields(NetLearnerConfig):
+class LASEMFields(SelectiveConfig):
     m_steps: int = 1  # numMSteps (LASEM appendix A uses 1)
-    prior: Literal["count", "average"] = "count"  # Eq. 1, or the running average of posteriors
-    reset_prior: bool = False  # restart the prior at every epoch
+    # count: Eq. 1, the paper's text ("which we adopt in the experiments"); average: running
+    # average of the posteriors, the LASEM code's default (train_selective_transfer.py without
+    # --em_cnt_prior)
+    prior: Literal["count", "average"] = "count"
+    reset_prior: bool = False  # restart the prior at every epoch (the code's --reset_prior)
     groups: tuple[tuple[int, ...], ...] = ()  # e.g. [[1,2,3],[4,5,6],[7,8,9]]; () = per layer
-    skip_below: float = 0.05  # posterior below which a configuration is not evaluated ...
-    recheck_every: int = 20  # ... until the next full E-step, every this many mini-batches
+    # 0: exact Eq. 3. > 0: keep the smallest set of configurations holding >= 1 - epsilon of
+    # the posterior mass at each E-step (ours; not in the paper or the code)
+    epsilon: float = 0.0
+    # Figure 5 ablation: a configuration name (e.g. top-1) that gets posterior
+    # fixed_posterior_prob, the others share the rest; no E-step (the code's --em_fix_maxC)
+    fixed_posterior: str = ""
+    fixed_posterior_prob: float = 0.9  # the code's --em_maxP default
 
     def validate(self) -> None:
         super().validate()
         check(self.m_steps >= 1, "m_steps must be >= 1")
-        check(0 <= self.skip_below < 1, "skip_below must be in [0, 1)")
-        check(self.recheck_every >= 1, "recheck_every must be >= 1")
+        check(0 <= self.epsilon < 1, "epsilon must be in [0, 1)")
+        check(0 < self.fixed_posterior_prob <= 1, "fixed_posterior_prob must be in (0, 1]")
+
+
+def kept_set(pl: np.ndarray, evaluated: np.ndarray, unevaluated_prior: float,
+             epsilon: float) -> np.ndarray:
+    """The smallest set of evaluated configurations certified to hold >= 1 - epsilon of the
+    posterior mass.
+
+    ``pl`` (n,): prior x likelihood of every configuration (read at ``evaluated`` only);
+    ``unevaluated_prior``: the prior mass of the configurations not evaluated. A likelihood
+    is at most 1, so those hold at most ``unevaluated_prior`` of the unnormalised mass, and
+    the posterior mass outside a set K is at most
+    (sum_{E \\ K} pl + unevaluated_prior) / (sum_E pl + unevaluated_prior). K is the shortest
+    prefix of the evaluated configurations by decreasing pl for which that is <= epsilon
+    (when everything is evaluated, exactly the smallest set holding 1 - epsilon). Returns
+    indices into the configurations, most probable first."""
+    order = evaluated[np.argsort(-pl[evaluated], kind="stable")]
+    total = pl[evaluated].sum() + unevaluated_prior
+    if total <= 0:
+        return order
+    outside = total - np.cumsum(pl[order])  # mass outside the first k + 1
+    ok = np.flatnonzero(outside <= epsilon * total)
+    return order[: (int(ok[0]) + 1) if len(ok) else len(order)]
 
 
 class LASEM(SelectiveLearner):
@@ -66,21 +99,36 @@ class LASEM(SelectiveLearner):
         super().__init__(cfg, ctx)
         self.configs: list[Bits] = all_configs(self.num_layers,
                                                check_groups(cfg.groups, self.num_layers))
+        self.fixed = self._fixed_posterior()
         self._reset_search()
         #: Per task: mean posterior of every configuration in each epoch (the paper's trace).
         self.traces: dict[int, list[list[float]]] = {}
+        #: Configurations evaluated (E-step) and trained (M-step), summed over mini-batches.
+        self.cost = {"batches": 0, "evaluated": 0, "trained": 0}
+
+    def _fixed_posterior(self) -> np.ndarray | None:
+        """The Figure 5 ablation's posterior: p on one configuration, the rest uniform."""
+        if not self.cfg.fixed_posterior:
+            return None
+        bits = parse_config(self.cfg.fixed_posterior, self.num_layers)
+        check(bits in self.configs, f"fixed_posterior {self.cfg.fixed_posterior!r} is not "
+                                    "among the searched configurations")
+        n, p = len(self.configs), self.cfg.fixed_posterior_prob
+        post = np.full(n, (1 - p) / (n - 1) if n > 1 else 0.0)
+        post[self.configs.index(bits)] = p if n > 1 else 1.0
+        return post
 
     def _reset_search(self) -> None:
         n = len(self.configs)
         self.counts = np.zeros(n)  # n_c of Eq. 1
         self.post_sum, self.post_batches = np.zeros(n), 0  # for prior=average
-        self.skipped = np.zeros(n, dtype=bool)
-        self.step = 0
         self.epoch_post, self.epoch_batches = np.zeros(n), 0
 
     # -- the E-step's ingredients --------------------------------------------------------------
     def prior_probs(self) -> np.ndarray:
         """pi(c) over all configurations."""
+        if self.fixed is not None:
+            return self.fixed
         if self.cfg.prior == "average" and self.post_batches:
             p = self.post_sum / self.post_batches
             return p / p.sum()
@@ -92,17 +140,13 @@ class LASEM(SelectiveLearner):
         probs = logits.detach().softmax(-1)  # (n, B, C)
         return probs.gather(2, y.view(1, -1, 1).expand(probs.shape[0], -1, 1)).squeeze(2).mean(1)
 
-    def _eval_likelihood(self, feats: torch.Tensor, train_logits: torch.Tensor | None,
-                         y: torch.Tensor, task_id: int) -> np.ndarray:
+    def _eval_likelihood(self, feats: torch.Tensor, y: torch.Tensor, task_id: int
+                         ) -> np.ndarray:
         """E-step likelihoods (n,) from conv features (n * B, F), with the head's dropout off
         as in the LASEM code (its posterior pass feeds dropout_prob=1.0): dropout noise,
         drawn independently per configuration, would otherwise decide which configuration
-        looks most probable on a batch. Without dropout the M-step's logits
-        ``train_logits`` (n, B, C) are the same numbers and are reused."""
+        looks most probable on a batch."""
         head = self.task_module(task_id)["head"]
-        if train_logits is not None and not any(
-                isinstance(m, nn.Dropout) and m.p > 0 for m in head.modules()):
-            return self.likelihood(train_logits, y).double().cpu().numpy()
         was_training = head.training
         head.eval()
         with torch.no_grad():
@@ -126,62 +170,105 @@ class LASEM(SelectiveLearner):
         super().begin_epoch(epoch)
         if self.current_task is not None and self.current_task not in self.task_configs:
             self._close_epoch_trace(self.current_task)
-            if self.cfg.reset_prior and self.step:
+            if self.cfg.reset_prior:  # the code resets to uniform (average) / init counts
                 self.counts[:], self.post_sum[:], self.post_batches = 0, 0, 0
+
+    def _e_step(self, x: torch.Tensor, y: torch.Tensor, task_id: int
+                ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None, np.ndarray, int]:
+        """Posterior (n,) for the prior update, the M-step's configurations (indices) and
+        weights, the conv features of the first evaluated set (with grad) and how many
+        configurations were evaluated.
+
+        Exact (epsilon = 0): every configuration, one pass. Truncated: first the smallest
+        set by prior holding 1 - epsilon of the prior mass (one pass, with grad, usually all
+        the M-step needs); if the certificate of :func:`kept_set` fails, the next
+        configurations by prior are evaluated (no grad) until the remaining prior mass is
+        below epsilon * sum(pl) / (1 - epsilon), which certifies it. The M-step trains the
+        kept set K with weights pl / sum_K pl: the exact posterior differs from them by at
+        most epsilon in total variation (the mass outside K)."""
+        n, eps = len(self.configs), self.cfg.epsilon
+        prior = self.prior_probs()
+        by_prior = np.argsort(-prior, kind="stable")
+        if eps == 0:
+            first = np.arange(n)
+        else:
+            mass = np.cumsum(prior[by_prior])
+            first = by_prior[: min(int(np.searchsorted(mass, 1 - eps - 1e-12)) + 1, n)]
+        feats = self.config_features(x, task_id, [self.configs[i] for i in first])
+        lik = np.zeros(n)
+        lik[first] = self._eval_likelihood(feats, y, task_id)
+        evaluated = first
+        rest = by_prior[len(first):]
+        if len(rest):
+            pl_sum = float((prior[first] * lik[first]).sum())
+            allowed = eps * pl_sum / (1 - eps)
+            if prior[rest].sum() > allowed:  # not certified: evaluate more, forward only
+                tail = np.cumsum(prior[rest][::-1])[::-1]  # prior mass of rest[k:]
+                k = int(np.flatnonzero(np.append(tail, 0.0) <= allowed)[0])
+                more = rest[:k]
+                with torch.no_grad():
+                    more_feats = self.config_features(x, task_id,
+                                                      [self.configs[i] for i in more])
+                lik[more] = self._eval_likelihood(more_feats, y, task_id)
+                evaluated = np.concatenate([first, more])
+        pl = prior * lik
+        unevaluated = np.setdiff1d(np.arange(n), evaluated)
+        post = np.zeros(n)
+        total = pl[evaluated].sum()
+        # all likelihoods can underflow to 0 on a hopeless batch: fall back to uniform
+        post[evaluated] = pl[evaluated] / total if total > 0 else 1 / len(evaluated)
+        if eps == 0:
+            keep = np.arange(n)
+        else:
+            keep = kept_set(post, evaluated, float(prior[unevaluated].sum()) / total
+                            if total > 0 else 0.0, eps)
+        weights = post[keep] / post[keep].sum()
+        reuse = feats if np.array_equal(np.sort(keep), np.sort(first)) else None
+        if reuse is not None:  # the M-step runs on first's features: align the weights
+            order = {int(c): i for i, c in enumerate(keep)}
+            weights = np.array([weights[order[int(c)]] for c in first])
+            keep = first
+        return post, keep, reuse, weights, len(evaluated)
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.task_id
         if t in self.task_configs:  # revisiting a task whose configuration is fixed
             return super().observe(batch)
         self.model.train()
-        active = np.flatnonzero(~self.skipped)
-        configs = [self.configs[i] for i in active]
         B = len(batch.y)
+        if self.fixed is not None:  # Figure 5's ablation: no E-step
+            post = self.fixed
+            keep, feats, w, evaluated = np.arange(len(self.configs)), None, self.fixed, 0
+        else:
+            post, keep, feats, w, evaluated = self._e_step(batch.x, batch.y, t)
+        configs = [self.configs[i] for i in keep]
         head = self.task_module(t)["head"]
-        lik = np.zeros(len(self.configs))
-        feats = self.config_features(batch.x, t, configs)  # (n_active * B, F), with grad
-        logits = head(feats).view(len(configs), B, -1)  # (n_active, B, C), for the M-step
-        lik[active] = self._eval_likelihood(feats, logits, batch.y, t)
-        evaluated = active
-        if self.step % self.cfg.recheck_every == 0 and self.skipped.any():
-            # Full E-step: the skipped configurations' likelihoods, forward only (they take
-            # no part in this batch's M-step).
-            rest = np.flatnonzero(self.skipped)
-            with torch.no_grad():
-                rest_feats = self.config_features(batch.x, t, [self.configs[i] for i in rest])
-            lik[rest] = self._eval_likelihood(rest_feats, None, batch.y, t)
-            evaluated = np.sort(np.concatenate([active, rest]))
-        post = np.zeros(len(self.configs))  # E-step (Eq. 2), over the evaluated ones
-        post[evaluated] = self.prior_probs()[evaluated] * lik[evaluated]
-        total = post.sum()
-        # all likelihoods can underflow to 0 on a hopeless batch: fall back to uniform
-        post[evaluated] = post[evaluated] / total if total > 0 else 1 / len(evaluated)
-        weights = torch.tensor(post[active], dtype=logits.dtype, device=logits.device)
+        weights = torch.tensor(w, dtype=torch.float32, device=self.device)  # (k,)
+        bits = torch.tensor(configs, dtype=torch.float32, device=self.device)  # (k, layers)
+        transfer_weight = weights @ bits  # (layers,): posterior of transferring there
         for m in range(self.cfg.m_steps):  # M-steps (Eq. 3); the posterior is held fixed
-            if m:
-                logits = self.forward_configs(batch.x, t, configs)
-            ce = per_config_loss(logits, batch.y, self.cfg.loss_reduction)  # (n_active,)
-            loss = (weights * ce).sum() + self.penalty(t)  # posterior-weighted gradients
+            if m or feats is None:
+                feats = self.config_features(batch.x, t, configs)
+            logits = head(feats).view(len(configs), B, -1)  # (k, B, C), dropout on
+            ce = per_config_loss(logits, batch.y, self.cfg.loss_reduction)  # (k,)
+            loss = (weights * ce).sum() + self.penalty(t, transfer_weight)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        self._update_prior(post, evaluated)
-        scale = len(batch.y) if self.cfg.loss_reduction == "sum" else 1
+            feats = None
+        self._update_prior(post)
+        self.cost["batches"] += 1
+        self.cost["evaluated"] += evaluated
+        self.cost["trained"] += len(configs)
+        scale = B if self.cfg.loss_reduction == "sum" else 1
         return {"loss": (weights * ce).sum().detach() / scale}
 
-    def _update_prior(self, posterior: np.ndarray, active: np.ndarray) -> None:
+    def _update_prior(self, posterior: np.ndarray) -> None:
         self.counts[int(np.argmax(posterior))] += 1
         self.post_sum += posterior
         self.post_batches += 1
         self.epoch_post += posterior
         self.epoch_batches += 1
-        # Configurations evaluated in this batch and negligible now are skipped until the
-        # next full E-step; the others keep their state.
-        negligible = posterior < self.cfg.skip_below
-        self.skipped[active] = negligible[active]
-        if self.skipped.all():
-            self.skipped[int(np.argmax(posterior))] = False
-        self.step += 1
 
     def _close_epoch_trace(self, task_id: int) -> None:
         if self.epoch_batches:
@@ -193,21 +280,23 @@ class LASEM(SelectiveLearner):
         if task.id not in self.task_configs:
             self._close_epoch_trace(task.id)
             self.fix_config(task.id, self.configs[int(np.argmax(self.prior_probs()))])
-        super().end_task(task)
+        super().end_task(task)  # rolls back the layers the task does not transfer
 
     # -- outputs and checkpoints ------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
+        b = max(self.cost["batches"], 1)
         return {**self.config_report(),
                 "config_names": [config_name(c) for c in self.configs],
-                "posterior_trace": {str(t): tr for t, tr in self.traces.items()}}
+                "posterior_trace": {str(t): tr for t, tr in self.traces.items()},
+                "configs_per_batch": {"evaluated": self.cost["evaluated"] / b,
+                                      "trained": self.cost["trained"] / b}}
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["lasem"] = {
             "counts": torch.tensor(self.counts), "post_sum": torch.tensor(self.post_sum),
-            "post_batches": self.post_batches, "skipped": torch.tensor(self.skipped),
-            "step": self.step, "epoch_post": torch.tensor(self.epoch_post),
-            "epoch_batches": self.epoch_batches,
+            "post_batches": self.post_batches, "epoch_post": torch.tensor(self.epoch_post),
+            "epoch_batches": self.epoch_batches, "cost": dict(self.cost),
             "traces": [[t, tr] for t, tr in self.traces.items()],
         }
         return state
@@ -217,8 +306,7 @@ class LASEM(SelectiveLearner):
         s = state["lasem"]
         self.counts = s["counts"].numpy().copy()
         self.post_sum, self.post_batches = s["post_sum"].numpy().copy(), int(s["post_batches"])
-        self.skipped = s["skipped"].numpy().astype(bool)
-        self.step = int(s["step"])
         self.epoch_post = s["epoch_post"].numpy().copy()
         self.epoch_batches = int(s["epoch_batches"])
+        self.cost = {k: int(v) for k, v in s["cost"].items()}
         self.traces = {int(t): tr for t, tr in s["traces"]}

@@ -35,9 +35,19 @@ from lifelong.learners.transfer import Bits, config_name
 from lifelong.nets import FCHead
 from lifelong.nets.convnet import conv_block, init_tf_
 from lifelong.nets.dfcnn import KnowledgeBase, dfcnn_sizes, make_generator
-from lifelong.tasks import Batch
+from lifelong.tasks import Batch, Task
 
-__all__ = ["SelectiveLearner", "BASE_FIELDS", "ConvParams"]
+__all__ = ["SelectiveLearner", "SelectiveConfig", "BASE_FIELDS", "ConvParams"]
+
+
+@dataclass
+class SelectiveConfig(NetLearnerConfig):
+    """Settings shared by every selective-transfer learner (LASEM, static, brute force,
+    DARTS): the LASEM code's choices, not the DF-CNN code's."""
+
+    # LASEM code: tf.reduce_mean of the cross-entropy (lifelong_model_frame.py, define_loss);
+    # the DF-CNN code (and our plain hps/tf/dfcnn) sums it.
+    loss_reduction: Literal["sum", "mean"] = "mean"
 
 
 @dataclass
@@ -47,7 +57,9 @@ class HPSFields(NetLearnerConfig):
 
 @dataclass
 class TFFields(NetLearnerConfig):
-    orthogonality: float = 0.01  # see lifelong.learners.tf
+    # LASEM code: auxiliary_loss_weight 0.1 for test_type % 5 == 0, the default of main.py
+    # (utils_env_cl.py); the paper's grid is {0.001, ..., 0.1}.
+    orthogonality: float = 0.1
 
     def validate(self) -> None:
         super().validate()
@@ -57,9 +69,12 @@ class TFFields(NetLearnerConfig):
 @dataclass
 class DFCNNFields(NetLearnerConfig):
     size: Literal["paper", "reduced"] = "paper"
-    deconv_activation: Literal["relu", "none"] = "none"  # see lifelong.learners.dfcnn
-    kb_l2: float = 0.0
-    ts_l2: float = 0.0
+    # LASEM code: cnn_para_activation_fn=None (no ReLU after the deconvolution)
+    deconv_activation: Literal["relu", "none"] = "none"
+    # LASEM code: regularization_scale [_, 1e-7, _, 1e-7] (KB, TS) for test_type % 5 == 0,
+    # main.py's default (utils_env_cl.py)
+    kb_l2: float = 1e-7
+    ts_l2: float = 1e-7
 
     def validate(self) -> None:
         super().validate()
@@ -96,6 +111,9 @@ class SelectiveLearner(TaskNetLearner):
                                      reduced=cfg.size == "reduced")
         #: Fixed configuration of each task (absent while a task still searches).
         self.task_configs: dict[int, Bits] = {}
+        #: Shared parameters as they were before the current task's first visit (name ->
+        #: tensor), for the roll-back at its end; None when no new task is training.
+        self.pretask_shared: dict[str, torch.Tensor] | None = None
         super().__init__(cfg, ctx)
 
     # -- parameters ------------------------------------------------------------------------
@@ -143,6 +161,41 @@ class SelectiveLearner(TaskNetLearner):
                 module["specific"][layer] = nn.Module()
             else:
                 module["transfer"][layer] = nn.Module()
+
+    # -- the roll-back at task end (the LASEM code's convert_tfVar_to_npVar) -----------------
+    def snapshot_shared(self) -> None:
+        """Remember the shared parameters before a new task trains them."""
+        self.pretask_shared = {k: v.detach().clone()
+                               for k, v in self.model["shared"].state_dict().items()}
+
+    def roll_back(self, task_id: int) -> None:
+        """Restore, bit for bit, the shared parameters (shared conv, TF core, DF-CNN KB) of
+        every layer task ``task_id`` does not transfer to their pre-task values.
+
+        While a task searches, the shared parameters of a layer get gradient from the
+        configurations that transfer there (and from the KB L2), so they move even if the
+        task ends up task-specific at that layer; the LASEM code
+        (``model/cnn_lasem_model.py`` post_process, ``cnn_darts_model.py`` likewise) undoes
+        that drift, so only layers the task uses carry its changes to earlier tasks."""
+        if self.pretask_shared is None:
+            return
+        cfg = self.task_configs[task_id]
+        with torch.no_grad():
+            for name, p in self.model["shared"].state_dict(keep_vars=True).items():
+                layer = int(name.split(".", 1)[0])  # shared is a ModuleList, one per layer
+                if not cfg[layer]:
+                    p.copy_(self.pretask_shared[name])
+        self.pretask_shared = None
+
+    def begin_task(self, task: Task) -> None:
+        if task.id not in self.num_classes:  # a new task (not a revisit, not a resume)
+            self.snapshot_shared()
+        super().begin_task(task)
+
+    def end_task(self, task: Task) -> None:
+        if task.id in self.task_configs:
+            self.roll_back(task.id)
+        super().end_task(task)
 
     # -- forward -----------------------------------------------------------------------------
     def layer_filter(self, layer: int, task_id: int, bit: int
@@ -198,13 +251,27 @@ class SelectiveLearner(TaskNetLearner):
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         return self.forward_configs(x, task_id, [self.current_config(task_id)])[0]
 
-    def penalty(self, task_id: int) -> torch.Tensor | float:
-        """The base learner's regularisers on the current task's parameters."""
+    def penalty(self, task_id: int, transfer_weight: torch.Tensor | None = None
+                ) -> torch.Tensor | float:
+        """The base learner's regularisers on the current task's parameters.
+
+        ``transfer_weight`` (layers,): the posterior mass of the configurations that transfer
+        at each layer, while a task searches; None = 1 for every layer the task has factors
+        for. TF's orthogonality penalty of layer l is weighted by it: the LASEM code adds a
+        configuration's penalty (on the factors of the layers it transfers) to that
+        configuration's loss before the posterior-weighted sum of gradients
+        (``cnn_lasem_model.py``, LL_hybrid_TF_EM_algo.define_opt). DF-CNN's L2 terms are in
+        every configuration's loss there, so with weights summing to one they are unweighted.
+        """
         module = self.task_module(task_id)
         if self.kind == "tf" and self.cfg.orthogonality > 0:
-            factors = [f for f in module["transfer"] if isinstance(f, Factors)]
-            if factors:
-                return self.cfg.orthogonality * sum(f.orthogonality() for f in factors)
+            terms = [(layer, f.orthogonality()) for layer, f in enumerate(module["transfer"])
+                     if isinstance(f, Factors)]
+            if terms:
+                if transfer_weight is None:
+                    return self.cfg.orthogonality * sum(o for _, o in terms)
+                return self.cfg.orthogonality * sum(transfer_weight[layer] * o
+                                                    for layer, o in terms)
         if self.kind == "dfcnn":
             total: torch.Tensor | float = 0.0
             if self.cfg.kb_l2 > 0:
@@ -223,12 +290,16 @@ class SelectiveLearner(TaskNetLearner):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["task_configs"] = [[t, config_name(c)] for t, c in self.task_configs.items()]
+        state["pretask_shared"] = self.pretask_shared
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Fixed configurations first: they decide which parameters a task module has.
         self.task_configs = {int(t): tuple(int(b) for b in c) for t, c in state["task_configs"]}
         super().load_state_dict(state)
+        saved = state.get("pretask_shared")
+        self.pretask_shared = None if saved is None else \
+            {k: v.to(self.device).clone() for k, v in saved.items()}
 
     def config_report(self) -> dict[str, Any]:
         """Chosen configuration per task (for results.json)."""

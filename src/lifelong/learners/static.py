@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lifelong.learners.base import LearnerContext, NetLearnerConfig
-from lifelong.learners.selective import SelectiveLearner
+from lifelong.learners.base import LearnerContext
+from lifelong.learners.selective import SelectiveConfig, SelectiveLearner
 from lifelong.learners.transfer import parse_config
 from lifelong.tasks import Task
 
@@ -14,7 +14,7 @@ __all__ = ["StaticTransfer", "StaticFields"]
 
 
 @dataclass
-class StaticFields(NetLearnerConfig):
+class StaticFields(SelectiveConfig):
     # all, none, top-K, bottom-K, alternating, alternating-odd or bits such as 0101
     transfer: str = "all"
 
