@@ -99,20 +99,22 @@ class BruteForce(SelectiveLearner):
             self._score()
 
     @torch.no_grad()
+    def candidate_accuracy(self, k: int) -> float:
+        """Validation accuracy of candidate ``k`` on the current task."""
+        val = self._task.val
+        self._use(k)
+        self.model.eval()
+        correct = 0
+        for i in range(0, len(val), _VAL_BATCH):
+            idx = list(range(i, min(i + _VAL_BATCH, len(val))))
+            x, y = val.images(idx).to(self.device), val.labels[idx].to(self.device)
+            correct += int((self.forward(x, self.current_task).argmax(1) == y).sum())
+        return correct / max(len(val), 1)
+
     def _score(self) -> None:
         """Validation accuracy of every candidate; the one with the best score (best
-        validation accuracy over the task's epochs) answers predictions."""
-        val = self._task.val
-        accs = []
-        for k in range(len(self.candidates)):
-            self._use(k)
-            self.model.eval()
-            correct = 0
-            for i in range(0, len(val), _VAL_BATCH):
-                idx = list(range(i, min(i + _VAL_BATCH, len(val))))
-                x, y = val.images(idx).to(self.device), val.labels[idx].to(self.device)
-                correct += int((self.forward(x, self.current_task).argmax(1) == y).sum())
-            accs.append(correct / max(len(val), 1))
+        validation accuracy over the task's epochs, ties to the first) answers predictions."""
+        accs = [self.candidate_accuracy(k) for k in range(len(self.candidates))]
         self.val_accuracy = accs
         self.best_val = [max(a, b) for a, b in zip(accs, self.best_val)] if self.best_val \
             else list(accs)
