@@ -1,4 +1,4 @@
-"""The ``lifelong`` command line: run, compare, skill, list, data list, data describe.
+"""The ``lifelong`` command line: run, compare, skill, bundle, list, data list, data describe.
 
 Errors caused by the input are printed as one line on stderr with exit status 2.
 """
@@ -116,7 +116,26 @@ def _parser() -> argparse.ArgumentParser:
     sk.add_argument("--config", help="YAML file with run/benchmark/learner sections")
     sk.add_argument("--overwrite", action="store_true", help="replace an existing run")
     sk.add_argument("--quiet", action="store_true", help="no live view")
+    sk.add_argument("--resume", metavar="RUN_DIR",
+                    help="finish a population whose driver or Ray head died, from the "
+                         "agents' saved bundles (the run's saved settings are used; "
+                         "--address and --quiet may be given)")
     _add_common(sk)
+
+    bun = sub.add_parser("bundle", help="check or inspect knowledge bundle files",
+                         description="Check bundle files (signature and content) or print "
+                                     "one bundle's manifest and tensor sizes.")
+    bsub = bun.add_subparsers(dest="bundle_command", required=True, metavar="BUNDLE_COMMAND")
+    ver = bsub.add_parser("verify", help="check bundle files; one line per file",
+                          description="Check each bundle file: with --against RUN_DIR its "
+                                      "signature (if the run has a key) and its content "
+                                      "against that run's stream and backbone; without, its "
+                                      "structure. Exit status 1 if any file is refused.")
+    ver.add_argument("paths", nargs="+", metavar="PATH", help="bundle files")
+    ver.add_argument("--against", metavar="RUN_DIR", help="a lifelong skill run directory")
+    ins = bsub.add_parser("inspect", help="print a bundle's manifest and tensor sizes",
+                          description="Print a bundle's manifest and tensor table as JSON.")
+    ins.add_argument("path", metavar="PATH", help="a bundle file")
 
     sub.add_parser("list", help="list learners, benchmarks and networks",
                    description="List the registered learners, benchmarks and networks.")
@@ -203,11 +222,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+_RESUME_KEEPS = {"resume", "address", "quiet", "command"}
+
+
 def _cmd_skill(args: argparse.Namespace) -> int:
     from lifelong.config import build_config, merge
     from lifelong.skill.population import PopulationConfig
-    from lifelong.skill.run import run_skill
+    from lifelong.skill.run import resume_skill, run_skill
 
+    if args.resume is not None:
+        defaults = _parser_defaults("skill")
+        given = sorted(k for k, v in vars(args).items()
+                       if k not in _RESUME_KEEPS and v != defaults.get(k) and v != [])
+        if given:
+            raise LifelongError(f"--resume continues with the run's saved settings; drop "
+                                f"--{given[0].replace('_', '-')}")
+        results = resume_skill(args.resume, address=args.address or None,
+                               progress=not args.quiet)
+        return _print_skill(results, Path(args.resume))
     args.learner = None
     args.device = None
     threads = args.threads
@@ -226,7 +258,19 @@ def _cmd_skill(args: argparse.Namespace) -> int:
         "restarts": args.restarts}, section="population")
     out = args.out or f"runs/skill-{raw['run']['benchmark']}-{args.agents}"
     results = run_skill(raw, pop, out, overwrite=args.overwrite, progress=not args.quiet)
-    print((Path(out) / "table2.md").read_text(), end="")
+    return _print_skill(results, Path(out))
+
+
+def _parser_defaults(command: str) -> dict[str, Any]:
+    """The defaults of one subcommand's options (to tell what the user gave)."""
+    parser = _parser()
+    sub = next(a for a in parser._subparsers._group_actions  # type: ignore[union-attr]
+               if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.default for a in sub.choices[command]._actions}
+
+
+def _print_skill(results: dict[str, Any], out: Path) -> int:
+    print((out / "table2.md").read_text(), end="")
     s = results["summary"]["per_agent"]
     for a, v in s.items():
         print(f"agent {a}: end-to-end {v['acc']:.3f}  task mapper {v['mapper']:.3f}  "
@@ -234,8 +278,25 @@ def _cmd_skill(args: argparse.Namespace) -> int:
     agree = "yes" if results["agree"] else "NO"
     print(f"agents hold the same bundles: {agree}; dead: {results['dead'] or 'none'}; "
           f"lost tasks: {results['lost'] or 'none'}")
+    failed = results.get("failures") or []
+    if failed:
+        print(f"calls that failed and were skipped: {len(failed)} (see results.json)")
     print(f"-> {out}/results.json, table2.md, accuracy.png, agent-*/log.jsonl")
     return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    import json
+
+    from lifelong.skill.bundle_cli import inspect_file, verify_files
+
+    if args.bundle_command == "inspect":
+        print(json.dumps(inspect_file(args.path), indent=2))
+        return 0
+    lines, ok = verify_files(args.paths, args.against)
+    for line in lines:
+        print(line)
+    return 0 if ok else 1
 
 
 def _check_root(name: str | None, bench_values: dict[str, Any]) -> None:
@@ -362,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_compare(args)
         if args.command == "skill":
             return _cmd_skill(args)
+        if args.command == "bundle":
+            return _cmd_bundle(args)
         if args.data_command == "list":
             return _cmd_data_list(args)
         return _cmd_data_describe(args)

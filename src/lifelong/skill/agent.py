@@ -10,6 +10,12 @@ The same class runs in-process (``--backend local``) and as a Ray actor; every a
 return value is plain data (bytes, ints, strings, dicts), and received bytes are only ever
 read by :func:`lifelong.skill.bundle.decode` (safetensors + JSON; nothing is unpickled by us).
 
+With a population ``key`` every bundle the agent shares or saves is signed
+(:mod:`lifelong.skill.signing`) and every bundle it receives or restores must verify; then
+its content is checked against the agent's backbone, mapper and stream
+(:mod:`lifelong.skill.admission`): a bundle can never claim one of the agent's own tasks,
+replace one it holds, or name a task or classes its stream does not have.
+
 Accuracy must not depend on the number of agents (paper, Table 2). So a task's training
 depends only on the run's seed and the task id: the head's initialisation and the batch order
 are seeded per task, and the GMMC fit is seeded per task inside the learner. Received bundles
@@ -18,6 +24,7 @@ never influence what a teacher learns (with ``name_init`` they would: see docs/s
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -30,8 +37,10 @@ import torch
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.experiment import make_experiment
 from lifelong.runner import batch_indices, evaluate
+from lifelong.skill.admission import Admission, stream_facts
 from lifelong.skill.bundle import BundleError
 from lifelong.skill.lll import LLL
+from lifelong.skill.signing import sign, verify
 from lifelong.tasks import Batch
 
 __all__ = ["Agent", "AgentCrash"]
@@ -50,11 +59,15 @@ class Agent:
 
     def __init__(self, raw: dict[str, Any], agent_id: int, tasks: list[int], *,
                  out: str | None = None, threads: int = 1, crash_after: int | None = None,
-                 restore: bool = False, in_process: bool = True) -> None:
+                 restore: bool = False, in_process: bool = True, key: str | None = None,
+                 dynamic: bool = False) -> None:
         """``raw``: the experiment (benchmark, learner ``lll`` and its settings, seed, epochs).
         ``crash_after``: fault injection for tests and drills: the agent's process dies when
         it starts learning its (crash_after + 1)-th own task. ``restore``: reload the bundles
-        this agent saved under ``out`` (a restarted agent)."""
+        this agent saved under ``out`` (a restarted or resumed agent). ``key``: the
+        population's secret (hex): bundles are signed and must verify. ``dynamic``: ``tasks``
+        lists every task the agent may be handed (dynamic assignment), so its own tasks are
+        those it has learned rather than all of ``tasks``."""
         torch.set_num_threads(threads)  # one agent = one share of the machine
         # Heavy imports the first task would otherwise pay (seconds on a busy machine): part
         # of start-up, so per-task times are the learning's own.
@@ -78,10 +91,17 @@ class Agent:
             raise ConfigError(f"SKILL agents share LLL bundles; learner {self.exp.run.learner} "
                               "has none")
         self.learner: LLL = learner
+        self.key = bytes.fromhex(key) if key else None
+        self.dynamic = dynamic
+        self._facts = stream_facts(self.stream)
         self.dir = Path(out) / f"agent-{agent_id}" if out else None
+        self._lock_fd: int | None = None
         if self.dir is not None:
             (self.dir / "bundles").mkdir(parents=True, exist_ok=True)
+            if not in_process:
+                self._lock()
         self.learned: list[int] = []
+        self.past: dict[int, dict[str, Any]] = {}  # restored own tasks' "learned" events
         self.refused: list[dict[str, Any]] = []
         self.received_bytes = 0
         self.student_seconds = 0.0
@@ -98,26 +118,89 @@ class Agent:
         with open(self.dir / "log.jsonl", "a") as f:
             f.write(line + "\n")
 
+    def _lock(self, wait_s: float = 60.0) -> None:
+        """Hold ``agent-K/lock`` for this process's life: an agent restarted or resumed
+        while its previous process still runs (e.g. an actor not yet reaped after its driver
+        died) waits for it instead of racing it on the same files. The OS drops the lock
+        when the process dies, however it dies."""
+        assert self.dir is not None
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise ConfigError(f"{self.dir} is still in use by another process "
+                                      f"after {wait_s:.0f} s") from None
+                time.sleep(0.2)
+        self._lock_fd = fd
+
+    def _wrap(self, data: bytes) -> bytes:
+        """What leaves the agent: the bundle, signed when the population has a key."""
+        return sign(self.key, data) if self.key is not None else data
+
+    def _own(self) -> set[int]:
+        return set(self.learned) if self.dynamic else set(self.tasks)
+
+    def _file(self, task_id: int) -> Path:
+        assert self.dir is not None
+        ext = "bundle" if self.key is not None else "safetensors"
+        return self.dir / "bundles" / f"task-{task_id}.{ext}"
+
     def _save(self, task_id: int) -> None:
-        """Keep every bundle held on disk, written atomically, so a restarted agent resumes."""
+        """Keep every bundle held on disk (signed, when there is a key), written
+        atomically, so a restarted or resumed agent goes on from it."""
         if self.dir is None:
             return
-        path = self.dir / "bundles" / f"task-{task_id}.safetensors"
+        path = self._file(task_id)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(self.learner.export_bundle(task_id))
+        tmp.write_bytes(self._wrap(self.learner.export_bundle(task_id)))
         os.replace(tmp, path)
 
     def _restore(self) -> None:
+        """Reload the bundles saved under ``agent-K/bundles``: each must verify and pass
+        the same content checks as a received one (a file on disk is no more trusted)."""
         if self.dir is None:
             raise ConfigError("restore needs the agent's output directory")
-        for path in sorted((self.dir / "bundles").glob("task-*.safetensors")):
+        admission = Admission(self._facts)  # own tasks are what a restore brings back
+        files = sorted(p for p in (self.dir / "bundles").glob("task-*.*")
+                       if p.suffix in (".bundle", ".safetensors"))
+        for path in files:
             try:
-                task_id = self.learner.import_bundle(path.read_bytes())
-            except BundleError as err:  # a damaged file is refused like any bundle
+                task_id = self.learner.import_bundle(verify(self.key, path.read_bytes()),
+                                                     admission)
+            except BundleError as err:  # a damaged or unsigned file is refused like any bundle
                 self.refused.append({"source": path.name, "reason": str(err)})
                 continue
-            if task_id in self.tasks:
+            if task_id in self.tasks and task_id not in self.learned:
                 self.learned.append(task_id)
+        self.past = self._learned_events()
+
+    def _learned_events(self) -> dict[int, dict[str, Any]]:
+        """The last "learned" event of each own task held, from this agent's log (a
+        resumed population reports what was learned before the driver died)."""
+        log = self.dir / "log.jsonl" if self.dir is not None else None
+        if log is None or not log.is_file():
+            return {}
+        out: dict[int, dict[str, Any]] = {}
+        for line in log.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if isinstance(e, dict) and e.get("event") == "learned" and \
+                    e.get("task") in self.learned:
+                out[e["task"]] = {"agent": self.id, "task": e["task"],
+                                  "seconds": e.get("seconds", 0.0), "epochs": e.get("epochs", 0),
+                                  "macs": e.get("macs", 0), "bytes": e.get("bytes", 0)}
+        return out
+
+    def history(self) -> list[dict[str, Any]]:
+        """Events of own tasks learned by earlier processes of this agent (see _restore)."""
+        return [self.past[t] for t in sorted(self.past)]
 
     # -- teacher -------------------------------------------------------------------------------
     def learn(self, task_id: int) -> dict[str, Any]:
@@ -154,7 +237,7 @@ class Agent:
         seconds = time.perf_counter() - start
         self.learned.append(task_id)
         self._save(task_id)
-        data = self.learner.export_bundle(task_id)
+        data = self._wrap(self.learner.export_bundle(task_id))
         macs = self.learner.train_macs.get(task_id, 0) - macs_before
         self._log("learned", task=task_id, epochs=epochs, seconds=round(seconds, 3),
                   macs=macs, bytes=len(data))
@@ -164,15 +247,22 @@ class Agent:
     # -- student -------------------------------------------------------------------------------
     def receive(self, data: bytes, source: str = "") -> dict[str, Any]:
         """Check untrusted bytes and add them to the bank. Never raises for bad input: a
-        refused bundle is logged with a one-line reason and the agent carries on."""
+        refused bundle is logged with a one-line reason and the agent carries on. The same
+        bundle twice is accepted once (the second is a no-op)."""
         start = time.perf_counter()
         try:
-            task_id = self.learner.import_bundle(data)
+            inner = verify(self.key, data)
+            held = set(self.learner.bundle_bytes)
+            task_id = self.learner.import_bundle(inner, Admission(self._facts,
+                                                                  frozenset(self._own())))
         except BundleError as err:
             reason = str(err)
             self.refused.append({"source": source, "reason": reason})
             self._log("refused", source=source, reason=reason)
             return {"ok": False, "task": None, "reason": reason}
+        if task_id in held:  # the same bytes again: nothing new
+            self._log("duplicate", task=task_id, source=source)
+            return {"ok": True, "task": task_id, "reason": None}
         self.received_bytes += len(data)
         self.student_seconds += time.perf_counter() - start
         self._save(task_id)
@@ -184,8 +274,9 @@ class Agent:
         return self.learner.bundle_digests()
 
     def bundle(self, task_id: int) -> bytes:
-        """The bytes of a held bundle (for catching up another agent)."""
-        return self.learner.export_bundle(task_id)
+        """The bytes of a held bundle, signed if there is a key (for catching up another
+        agent)."""
+        return self._wrap(self.learner.export_bundle(task_id))
 
     # -- test ------------------------------------------------------------------------------------
     def evaluate(self, task_ids: list[int] | None = None) -> dict[str, Any]:

@@ -3,37 +3,61 @@
 A bundle is a single safetensors blob: the tensors (head weights and bias, the beneficial
 biases, the task anchor) and, in the safetensors header's metadata, a JSON manifest (task
 name, class names, backbone fingerprint, anchor kind, sizes). Nothing in it is executable:
-no pickle, no ``torch.load``. :func:`decode` treats the bytes as untrusted and checks, before
-anything is used: the size limit, the safetensors structure, the manifest's schema, every
-tensor's name, dtype and shape, finite values, and the backbone fingerprint.
+no pickle, no ``torch.load``.
+
+:func:`decode` is the format's trust boundary. It treats the bytes as hostile and either
+returns a :class:`Bundle` whose every field has the type, shape and range the rest of the
+code relies on, or raises :class:`BundleError` with a one-line reason (values shown with
+``repr``, cut to a bounded length). No other exception leaves it, whatever the bytes: deep
+JSON nesting, huge integers, odd types and library errors are all turned into refusals.
+What the bytes are checked against is an :class:`Expect` (the receiver's backbone and
+mapper); what only the receiving agent knows (its stream's tasks, its own tasks, what it
+already holds) is checked by :mod:`lifelong.skill.admission`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from lifelong.errors import LifelongError
 from lifelong.skill.anchors import GMMCAnchor, MahaAnchor
 
-__all__ = ["Bundle", "BundleError", "encode", "decode", "digest", "MAX_BUNDLE_BYTES"]
+__all__ = ["Bundle", "BundleError", "Expect", "encode", "decode", "digest", "describe",
+           "MAX_BUNDLE_BYTES"]
 
 FORMAT = "lifelong-bundle/1"
 MAX_BUNDLE_BYTES = 64 << 20  # a head, 21k biases and an anchor are far below this
-_NAME = re.compile(r"^[\w .:/+()\-]{1,200}$")
+MAX_HEADER_BYTES = 4 << 20  # the safetensors header: tensor table + manifest
+MAX_CLASSES = 10_000  # classes of one task (SKILL-102's largest task has a few hundred)
+MAX_TEXT = 200  # characters of a task key, class name or fingerprint
+MAX_INFO_BYTES = 256 << 10  # the manifest's info mapping, as JSON
+MAX_INFO_KEYS = 32
+MAX_COMPONENTS = 4_096  # GMMC components of one task, whatever the receiver allows
+MAX_SAMPLES = 1 << 20  # Mahalanobis samples of one task
+MAX_NUM_SAMPLES = 10**9  # a task's training-set size as claimed by its GMMC anchor
+# |value| bounds. Honest heads and biases trained with Adam at lr 1e-3 stay below 10; pooled
+# features of the shipped backbones are ReLU6 outputs (<= 6). The bounds are generous and
+# exist so that no accepted value can overflow float32 arithmetic in the mapper or a head.
+MAX_PARAM = 1e4
+MAX_FEATURE = 1e6
+MIN_VARIANCE = 1e-6  # the format's floor; a receiver asks for its own (Expect.min_variance)
+MAX_VARIANCE = 1e8
+_MANIFEST_KEYS = {"format", "key", "class_names", "fingerprint", "anchor", "bb_from_stage",
+                  "head_norm", "info", "payload_sha256", "num_samples"}
+_SHOW = 60  # characters of a value quoted in a refusal
 
 
 class BundleError(LifelongError):
-    """A bundle that cannot be used: malformed, foreign backbone, wrong shapes, too large."""
+    """A bundle that cannot be used: malformed, foreign, altered, out of range, unsigned."""
 
 
 @dataclass
@@ -60,6 +84,25 @@ class Bundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def anchor_kind(self) -> str:
+        return "gmmc" if isinstance(self.anchor, GMMCAnchor) else "maha"
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a receiver's bundles must match. ``None`` fields are taken from the bundle
+    itself (a structural check, e.g. ``lifelong bundle inspect`` without a run)."""
+
+    fingerprint: str | None = None
+    feature_dim: int | None = None
+    bb_size: int | None = None
+    num_stages: int | None = None  # bb_from_stage must index one of the backbone's stages
+    anchor: str | None = None  # "gmmc" or "maha": the receiver's task mapper
+    max_components: int = MAX_COMPONENTS
+    max_samples_per_class: int | None = None  # Mahalanobis: the receiver's m
+    min_variance: float = MIN_VARIANCE
 
 
 def _payload_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -106,27 +149,54 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def show(value: Any, limit: int = _SHOW) -> str:
+    """``repr(value)`` cut to ``limit`` characters: safe to put in a one-line message
+    (``repr`` escapes newlines and control characters)."""
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails (e.g. an int too long to print) is not quoted
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fail(msg: str) -> BundleError:
-    return BundleError(f"bundle refused: {msg}")
+    return BundleError("bundle refused: " + " ".join(msg.split()))  # one line, always
 
 
-def _tensor(t: dict[str, torch.Tensor], name: str, dtypes: tuple[torch.dtype, ...],
-            shape: tuple[int | None, ...]) -> torch.Tensor:
-    if name not in t:
-        raise _fail(f"tensor {name} missing")
-    x = t[name]
-    if x.dtype not in dtypes:
-        raise _fail(f"tensor {name} has dtype {x.dtype}")
-    if x.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape)):
-        raise _fail(f"tensor {name} has shape {tuple(x.shape)}, expected {shape}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise _fail(f"tensor {name} holds NaN or infinite values")
+def _is_int(x: Any) -> bool:
+    return type(x) is int  # bool is an int subclass: True must not count as task 1
+
+
+def _text(x: Any, what: str, limit: int = MAX_TEXT) -> str:
+    if not isinstance(x, str) or not 0 < len(x) <= limit or not x.isprintable():
+        raise _fail(f"bad {what} {show(x)}")
     return x
 
 
-def decode(data: bytes, *, fingerprint: str, feature_dim: int, bb_size: int,
+def decode(data: bytes, expect: Expect | None = None, *, fingerprint: str | None = None,
+           feature_dim: int | None = None, bb_size: int | None = None,
            max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
-    """Check untrusted bytes and return the bundle; BundleError (one line) if unusable."""
+    """Check untrusted bytes and return the bundle; BundleError (one line) if unusable.
+
+    ``expect`` says what the receiver needs; ``fingerprint``, ``feature_dim`` and
+    ``bb_size`` are shorthands that override its fields."""
+    exp = expect or Expect()
+    over = {k: v for k, v in (("fingerprint", fingerprint), ("feature_dim", feature_dim),
+                              ("bb_size", bb_size)) if v is not None}
+    if over:
+        exp = Expect(**{**exp.__dict__, **over})
+    try:
+        return _decode(data, exp, max_bytes)
+    except BundleError:
+        raise
+    except RecursionError:
+        raise _fail("nested too deeply") from None
+    except Exception as err:  # the trust boundary: nothing else may escape
+        raise _fail(f"not a bundle ({type(err).__name__}: {show(str(err))})") from None
+
+
+def _header(data: bytes, max_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The safetensors header and the manifest in its metadata, size-checked first."""
     if not isinstance(data, (bytes, bytearray)):
         raise _fail(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
@@ -136,70 +206,168 @@ def decode(data: bytes, *, fingerprint: str, feature_dim: int, bb_size: int,
     header_len = int.from_bytes(data[:8], "little")
     if header_len <= 0 or 8 + header_len > len(data):
         raise _fail("not a safetensors blob (bad header length)")
-    try:
-        header = json.loads(bytes(data[8:8 + header_len]))
-        manifest = json.loads(header["__metadata__"]["lifelong"])
-        tensors = st_load(bytes(data))
-    except (ValueError, KeyError, TypeError, SafetensorError) as err:
-        raise _fail(f"not a bundle ({type(err).__name__})") from None
+    if header_len > MAX_HEADER_BYTES:
+        raise _fail(f"header of {header_len} bytes exceeds the limit of {MAX_HEADER_BYTES}")
+    header = json.loads(bytes(data[8:8 + header_len]))
+    if not isinstance(header, dict):
+        raise _fail("not a bundle (header is not a mapping)")
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or set(meta) != {"lifelong"} or \
+            not isinstance(meta["lifelong"], str):
+        raise _fail("not a bundle (no lifelong manifest)")
+    manifest = json.loads(meta["lifelong"])
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _fail("unknown manifest format")
+    extra = set(manifest) - _MANIFEST_KEYS
+    if extra:
+        raise _fail(f"unexpected manifest fields {show(sorted(extra))}")
+    return header, manifest
+
+
+def _info(x: Any) -> dict[str, Any]:
+    """The free-form ``info`` mapping: flat, small, of plain JSON scalars and int lists."""
+    if not isinstance(x, dict) or len(x) > MAX_INFO_KEYS:
+        raise _fail("bad info (not a small mapping)")
+    if len(json.dumps(x)) > MAX_INFO_BYTES:
+        raise _fail(f"info larger than {MAX_INFO_BYTES} bytes")
+    for k, v in x.items():
+        _text(k, "info key", 64)
+        ok = (v is None or isinstance(v, bool) or (_is_int(v) and abs(v) < 2**63)
+              or (isinstance(v, float) and math.isfinite(v))
+              or (isinstance(v, str) and len(v) <= 1000)
+              or (isinstance(v, list) and len(v) <= MAX_CLASSES
+                  and all(_is_int(i) and 0 <= i < 2**63 for i in v)))
+        if not ok:
+            raise _fail(f"bad info value for {show(k)}: {show(v)}")
+    return dict(x)
+
+
+def _tensor(t: dict[str, torch.Tensor], name: str, dtypes: tuple[torch.dtype, ...],
+            shape: tuple[int | None, ...], bound: float | None = None) -> torch.Tensor:
+    if name not in t:
+        raise _fail(f"tensor {name} missing")
+    x = t[name]
+    if x.dtype not in dtypes:
+        raise _fail(f"tensor {name} has dtype {x.dtype}")
+    if x.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape)):
+        raise _fail(f"tensor {name} has shape {tuple(x.shape)}, expected {shape}")
+    if x.is_floating_point():
+        if not bool(torch.isfinite(x).all()):
+            raise _fail(f"tensor {name} holds NaN or infinite values")
+        if bound is not None and x.numel() and float(x.abs().max()) > bound:
+            raise _fail(f"tensor {name} has values beyond +-{bound:g}")
+    return x
+
+
+def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
+    _, manifest = _header(data, max_bytes)
+    tensors = st_load(bytes(data))
     if manifest.get("payload_sha256") != _payload_sha256(tensors):
         raise _fail("tensor data does not match its manifest (altered or damaged)")
-    key, names, fp = manifest.get("key"), manifest.get("class_names"), manifest.get("fingerprint")
-    if not isinstance(key, str) or not _NAME.match(key):
-        raise _fail("bad task key")
-    if not isinstance(names, list) or not 1 <= len(names) <= 100_000 or not all(
-            isinstance(n, str) and 0 < len(n) <= 200 for n in names):
+    key = _text(manifest.get("key"), "task key")
+    names = manifest.get("class_names")
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES:
         raise _fail("bad class names")
-    if fp != fingerprint:
-        raise _fail(f"made on another backbone (fingerprint {str(fp)[:12]}...)")
+    for n in names:
+        _text(n, "class name")
+    fp = _text(manifest.get("fingerprint"), "backbone fingerprint")
+    if exp.fingerprint is not None and fp != exp.fingerprint:
+        raise _fail(f"made on another backbone (fingerprint {show(fp[:16])})")
     kind = manifest.get("anchor")
+    if kind not in ("gmmc", "maha"):
+        raise _fail(f"unknown anchor kind {show(kind)}")
+    if exp.anchor is not None and kind != exp.anchor:
+        raise _fail(f"a {kind} anchor, but this agent's task mapper is {exp.anchor}")
     allowed = {"head.weight", "head.bias", "bb", "h2t.index"} | (
         {"gmmc.means", "gmmc.variances", "gmmc.weights"} if kind == "gmmc" else
-        {"maha.means", "maha.samples", "maha.labels"} if kind == "maha" else set())
-    if kind not in ("gmmc", "maha"):
-        raise _fail(f"unknown anchor kind {kind!r}")
+        {"maha.means", "maha.samples", "maha.labels"})
     if set(tensors) - allowed:
-        raise _fail(f"unexpected tensors {sorted(set(tensors) - allowed)}")
-    C, D = len(names), feature_dim
-    floats = (torch.float32, torch.float16)
-    bb = _tensor(tensors, "bb", (torch.float32,), (bb_size,)) if "bb" in tensors else None
+        raise _fail(f"unexpected tensors {show(sorted(set(tensors) - allowed))}")
+    C = len(names)
+    if "head.weight" not in tensors or tensors["head.weight"].dim() != 2:
+        raise _fail("tensor head.weight missing or not a matrix")
+    bb = None
+    if "bb" in tensors:
+        size = exp.bb_size if exp.bb_size is not None else tensors["bb"].numel()
+        bb = _tensor(tensors, "bb", (torch.float32,), (size,), MAX_PARAM)
     index = None
     if "h2t.index" in tensors:
         index = _tensor(tensors, "h2t.index", (torch.int64,), (None,))
-        if bb is None or index.numel() < 1 or int(index.min()) < 0 or \
-                int(index.max()) >= bb_size:
+        if bb is None or not 1 <= index.numel() <= bb.numel() or int(index.min()) < 0 or \
+                int(index.max()) >= bb.numel():
             raise _fail("invalid Head2Toe channel index")
-    w = _tensor(tensors, "head.weight", (torch.float32,),
-                (C, D + (index.numel() if index is not None else 0)))
-    bias = _tensor(tensors, "head.bias", (torch.float32,), (C,))
+    extra_in = index.numel() if index is not None else 0
+    D = exp.feature_dim if exp.feature_dim is not None else \
+        tensors["head.weight"].shape[1] - extra_in
+    if D < 1:
+        raise _fail("bad feature dimension")
+    w = _tensor(tensors, "head.weight", (torch.float32,), (C, D + extra_in), MAX_PARAM)
+    bias = _tensor(tensors, "head.bias", (torch.float32,), (C,), MAX_PARAM)
     norm = manifest.get("head_norm", "none")
     if norm not in ("none", "inf"):
-        raise _fail(f"unknown head normalisation {norm!r}")
+        raise _fail(f"unknown head normalisation {show(norm)}")
     stage = manifest.get("bb_from_stage", 0)
-    if not isinstance(stage, int) or stage < 0:
-        raise _fail("bad bb_from_stage")
+    if not _is_int(stage) or stage < 0 or (exp.num_stages is not None
+                                           and stage >= exp.num_stages):
+        raise _fail(f"bb_from_stage {show(stage)} is not a stage of this backbone")
     if kind == "gmmc":
-        means = _tensor(tensors, "gmmc.means", floats, (None, D))
-        k = means.shape[0]
-        var = _tensor(tensors, "gmmc.variances", floats, (k, D))
-        weights = _tensor(tensors, "gmmc.weights", (torch.float32,), (k,))
-        n = manifest.get("num_samples")
-        if k < 1 or not bool((var > 0).all()) or not bool((weights > 0).all()) \
-                or abs(float(weights.sum()) - 1) > 1e-3 or not isinstance(n, int) or n < 1:
-            raise _fail("invalid mixture (variances, weights or sample count)")
-        anchor: GMMCAnchor | MahaAnchor = GMMCAnchor(
-            means.float().numpy(), var.float().numpy(), weights.numpy(), n)
+        anchor: GMMCAnchor | MahaAnchor = _gmmc(tensors, manifest, D, exp)
     else:
-        means = _tensor(tensors, "maha.means", floats, (C, D))
-        samples = _tensor(tensors, "maha.samples", floats, (None, D))
-        labels = _tensor(tensors, "maha.labels", (torch.int64,), (samples.shape[0],))
-        if samples.shape[0] < 1 or int(labels.min()) < 0 or int(labels.max()) >= C:
-            raise _fail("invalid Mahalanobis samples")
-        anchor = MahaAnchor(means.float().numpy(), samples.float().numpy(),
-                            labels.numpy().astype(np.int64))
-    info = manifest.get("info", {})
-    return Bundle(key=key, class_names=names, fingerprint=fp, head_weight=w, head_bias=bias,
-                  bb=bb, anchor=anchor, bb_from_stage=stage, head_norm=norm, h2t_index=index,
-                  info=info if isinstance(info, dict) else {})
+        anchor = _maha(tensors, manifest, C, D, exp)
+    info = _info(manifest.get("info", {}))
+    return Bundle(key=key, class_names=list(names), fingerprint=fp, head_weight=w,
+                  head_bias=bias, bb=bb, anchor=anchor, bb_from_stage=stage, head_norm=norm,
+                  h2t_index=index, info=info)
+
+
+def _gmmc(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], D: int,
+          exp: Expect) -> GMMCAnchor:
+    floats = (torch.float32, torch.float16)
+    means = _tensor(tensors, "gmmc.means", floats, (None, D), MAX_FEATURE)
+    k = means.shape[0]
+    if not 1 <= k <= min(exp.max_components, MAX_COMPONENTS):
+        raise _fail(f"{k} mixture components (this agent allows 1 to "
+                    f"{min(exp.max_components, MAX_COMPONENTS)})")
+    var = _tensor(tensors, "gmmc.variances", floats, (k, D), MAX_VARIANCE)
+    weights = _tensor(tensors, "gmmc.weights", (torch.float32,), (k,))
+    floor = max(exp.min_variance, MIN_VARIANCE)
+    if float(var.min()) < floor:
+        raise _fail(f"mixture variance {float(var.min()):.3g} below the floor {floor:g}")
+    if not bool((weights > 1e-30).all()) or abs(float(weights.sum()) - 1) > 1e-3:
+        raise _fail("invalid mixture weights (must be positive and sum to 1)")
+    n = manifest.get("num_samples")
+    if not _is_int(n) or not 1 <= n <= MAX_NUM_SAMPLES:
+        raise _fail(f"invalid mixture sample count {show(n)}")
+    return GMMCAnchor(means.float().numpy(), var.float().numpy(), weights.numpy(), n)
+
+
+def _maha(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], C: int, D: int,
+          exp: Expect) -> MahaAnchor:
+    if "num_samples" in manifest:
+        raise _fail("a Mahalanobis anchor has no num_samples")
+    floats = (torch.float32, torch.float16)
+    means = _tensor(tensors, "maha.means", floats, (C, D), MAX_FEATURE)
+    samples = _tensor(tensors, "maha.samples", floats, (None, D), MAX_FEATURE)
+    labels = _tensor(tensors, "maha.labels", (torch.int64,), (samples.shape[0],))
+    most = C * exp.max_samples_per_class if exp.max_samples_per_class else MAX_SAMPLES
+    if not 1 <= samples.shape[0] <= min(most, MAX_SAMPLES):
+        raise _fail(f"{samples.shape[0]} Mahalanobis samples (this agent allows 1 to "
+                    f"{min(most, MAX_SAMPLES)})")
+    if int(labels.min()) < 0 or int(labels.max()) >= C:
+        raise _fail("invalid Mahalanobis sample labels")
+    if exp.max_samples_per_class and int(torch.bincount(labels).max()) > \
+            exp.max_samples_per_class:
+        raise _fail("more Mahalanobis samples for one class than this agent shares")
+    return MahaAnchor(means.float().numpy(), samples.float().numpy(),
+                      labels.numpy().astype(np.int64))
+
+
+def describe(data: bytes) -> dict[str, Any]:
+    """The manifest and a table of the tensors (name, dtype, shape, bytes) of a bundle,
+    after a structural check (``lifelong bundle inspect``)."""
+    decode(data)  # refuses anything malformed, with its reason
+    _, manifest = _header(data, MAX_BUNDLE_BYTES)
+    tensors = st_load(bytes(data))
+    table = {n: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                 "bytes": t.numel() * t.element_size()} for n, t in sorted(tensors.items())}
+    return {"bytes": len(data), "manifest": manifest, "tensors": table}

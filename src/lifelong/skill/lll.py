@@ -35,8 +35,9 @@ from lifelong.backbones import BACKBONES, Backbone
 from lifelong.config import Config, check
 from lifelong.errors import ConfigError
 from lifelong.learners.base import Learner, LearnerContext
+from lifelong.skill.admission import Admission
 from lifelong.skill.anchors import GMMCMapper, MahaMapper, fit_gmmc, fit_maha
-from lifelong.skill.bundle import Bundle, BundleError, decode, digest, encode
+from lifelong.skill.bundle import Bundle, BundleError, Expect, decode, digest, encode
 from lifelong.skill.features import FeatureExtractor
 from lifelong.skill.h2t import select_channels
 from lifelong.tasks import Batch, Task
@@ -416,9 +417,20 @@ class LLL(Learner):
     def _anchor_dtype(self) -> torch.dtype:
         return torch.float16 if self.cfg.anchor_dtype == "float16" else torch.float32
 
+    def expect(self) -> Expect:
+        """What this learner's bundles must match: its backbone and task mapper, and the
+        mixture sizes and variance floor its own settings produce (a population shares
+        them). ``0.99 x gmm_reg_covar``: every fitted variance is at least ``reg_covar``;
+        the margin covers float16 anchors' rounding."""
+        return Expect(fingerprint=self.backbone.fingerprint(),
+                      feature_dim=self.backbone.num_features, bb_size=self.backbone.bb_size,
+                      num_stages=self.backbone.num_stages, anchor=self.cfg.mapper,
+                      max_components=self.cfg.gmm_components,
+                      max_samples_per_class=self.cfg.maha_samples,
+                      min_variance=0.99 * self.cfg.gmm_reg_covar)
+
     def _decode(self, data: bytes) -> Bundle:
-        return decode(data, fingerprint=self.backbone.fingerprint(),
-                      feature_dim=self.backbone.num_features, bb_size=self.backbone.bb_size)
+        return decode(data, self.expect())
 
     def _add(self, task_id: int, data: bytes) -> None:
         # What is kept is exactly what is shared (e.g. float16 anchors): decode the bytes.
@@ -430,19 +442,35 @@ class LLL(Learner):
         """The bytes to share for task ``task_id``."""
         return self.bundle_bytes[task_id]
 
-    def import_bundle(self, data: bytes) -> int:
-        """Check and add a bundle learned elsewhere; returns its task id. BundleError (one
-        line) if the bytes are malformed, altered, too large, from another backbone or
-        mis-shaped; the learner is unchanged then."""
+    def check_bundle(self, data: bytes, admission: Admission | None = None) -> int:
+        """The task id of a bundle this learner would accept; BundleError (one line) if the
+        bytes are malformed, altered, too large, out of range, from another backbone or
+        mapper, or (with ``admission``) not a task of the receiver's stream it may take.
+        A task already held with other bytes is refused (nothing is overwritten); the same
+        bytes again are accepted (a no-op in :meth:`import_bundle`). Changes nothing."""
         b = self._decode(data)
-        task_id = b.info.get("task_id")
-        ids = b.info.get("class_ids")
-        if not isinstance(task_id, int) or task_id < 0 or not isinstance(ids, list) or \
-                len(ids) != b.num_classes or not all(isinstance(i, int) and
-                                                     0 <= i < self.ctx.num_global_classes
-                                                     for i in ids):
-            raise BundleError("bundle refused: missing or invalid task and class ids")
-        self.bundles[task_id] = b
+        if admission is not None:
+            task_id = admission.check(b)
+        else:  # no stream to check against (e.g. a fresh learner): ids in range at least
+            task_id = b.info.get("task_id")
+            ids = b.info.get("class_ids")
+            if type(task_id) is not int or task_id < 0 or not isinstance(ids, list) or \
+                    len(ids) != b.num_classes or not all(
+                        type(i) is int and 0 <= i < self.ctx.num_global_classes for i in ids):
+                raise BundleError("bundle refused: missing or invalid task and class ids")
+        held = self.bundle_bytes.get(task_id)
+        if held is not None and held != bytes(data):
+            raise BundleError(f"bundle refused: task {task_id} is already held with other "
+                              "bytes (nothing is overwritten)")
+        return task_id
+
+    def import_bundle(self, data: bytes, admission: Admission | None = None) -> int:
+        """Check (:meth:`check_bundle`) and add a bundle learned elsewhere; returns its task
+        id. The learner is unchanged when the bundle is refused or already held."""
+        task_id = self.check_bundle(data, admission)
+        if task_id in self.bundle_bytes:
+            return task_id  # the same bytes again
+        self.bundles[task_id] = self._decode(data)
         self.bundle_bytes[task_id] = bytes(data)
         self._mapper = None
         return task_id

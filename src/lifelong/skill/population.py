@@ -22,16 +22,15 @@ agent (catch-up), and goes on with its remaining tasks.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from lifelong.config import Config, check
 from lifelong.errors import ConfigError
 from lifelong.skill.agent import Agent, AgentCrash
+from lifelong.skill.ray_cluster import check_capacity, cluster_cpus, start_ray
 
 __all__ = ["PopulationConfig", "PopulationResult", "assign_tasks", "run_population",
            "start_ray", "table2"]
@@ -54,6 +53,7 @@ class PopulationConfig(Config):
     restarts: int = 0  # times a dead agent is started again from its saved bundles
     crash_agent: int = -1  # fault drill: this agent's process dies ...
     crash_after: int = 1  # ... when it starts its (crash_after + 1)-th own task
+    startup_timeout: float = 300.0  # s for every agent to start (Ray); then a one-line error
 
     def validate(self) -> None:
         check(self.agents >= 1, "agents must be >= 1")
@@ -61,6 +61,7 @@ class PopulationConfig(Config):
         check(self.alpha >= 0, "alpha must be >= 0")
         check(self.restarts >= 0 and self.crash_after >= 0,
               "restarts and crash_after must be >= 0")
+        check(self.startup_timeout > 0, "startup_timeout must be > 0")
 
 
 def assign_tasks(num_tasks: int, agents: int, mode: str, sizes: list[int] | None = None,
@@ -117,6 +118,9 @@ class PopulationResult:
     # Until every survivor holds every task it can get (learning + sharing, start-up
     # included); the rest of wall_seconds is the final test, which every agent does in full.
     learn_seconds: float = 0.0
+    # Calls on an agent that raised (a delivery, catch-up or evaluation): recorded with a
+    # one-line reason, and the run went on without them.
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def survivors(self) -> list[int]:
@@ -129,19 +133,48 @@ class PopulationResult:
 
 
 # -- engines -------------------------------------------------------------------------------------
+def _one_line(err: BaseException) -> str:
+    """An exception as one bounded line (Ray's task errors carry whole tracebacks)."""
+    text = " ".join(str(getattr(err, "cause", None) or err).split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def _resume_state(histories: dict[int, list[dict[str, Any]]],
+                  holdings: dict[int, dict[int, str]]) -> tuple[list[dict[str, Any]], set[int]]:
+    """Events of tasks learned before a resume, and every task some agent already holds
+    (those are not learned again: catch-up shares them)."""
+    events = [e for a in sorted(histories) for e in histories[a]]
+    held = set().union(*(set(h) for h in holdings.values())) if holdings else set()
+    return events, held
+
+
 def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], out: str,
-               notify: Callable[[dict[str, Any]], None]) -> PopulationResult:
+               notify: Callable[[dict[str, Any]], None], key: str | None = None,
+               resume: bool = False) -> PopulationResult:
     start = time.perf_counter()
     agents: dict[int, Agent] = {}
     for a, tasks in enumerate(plan):
-        agents[a] = Agent(raw, a, tasks, out=out, threads=cfg.threads,
-                          crash_after=cfg.crash_after if a == cfg.crash_agent else None)
+        crash = cfg.crash_after if (a == cfg.crash_agent and not resume) else None
+        agents[a] = Agent(raw, a, tasks, out=out, threads=cfg.threads, crash_after=crash,
+                          restore=resume, key=key)
     startup = time.perf_counter() - start
-    queues = {a: list(tasks) for a, tasks in enumerate(plan)}
+    events, held = _resume_state({a: ag.history() for a, ag in agents.items()},
+                                 {a: ag.holdings() for a, ag in agents.items()})
+    queues = {a: [t for t in tasks if t not in held] for a, tasks in enumerate(plan)}
     dead: list[int] = []
     restarted: list[int] = []
+    failures: list[dict[str, Any]] = []
     restarts_left = cfg.restarts
-    events: list[dict[str, Any]] = []
+
+    def guarded(a: int, call: str, fn: Callable[[], Any]) -> Any:
+        """Run one call on agent ``a``; an exception is recorded, not raised."""
+        try:
+            return fn()
+        except Exception as err:  # contained per agent: one bad call must not end the run
+            failures.append({"agent": a, "call": call, "reason": _one_line(err)})
+            notify({"event": "failed", "agent": a, "call": call})
+            return None
+
     # Round r: every live agent learns its r-th task, then broadcasts it.
     while any(queues[a] for a in agents if a not in dead):
         for a in sorted(agents):
@@ -155,7 +188,7 @@ def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]]
                 if restarts_left > 0:
                     restarts_left -= 1
                     agents[a] = Agent(raw, a, plan[a], out=out, threads=cfg.threads,
-                                      restore=True)
+                                      restore=True, key=key)
                     restarted.append(a)
                     notify({"event": "restarted", "agent": a})
                 else:
@@ -166,19 +199,26 @@ def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]]
             notify({"event": "learned", **_event(res)})
             for b in sorted(agents):
                 if b != a and b not in dead:
-                    r = agents[b].receive(res["bundle"], source=f"agent-{a}")
-                    notify({"event": "received", "agent": b, "task": res["task"],
-                            "ok": r["ok"]})
+                    r = guarded(b, "receive", lambda b=b: agents[b].receive(
+                        res["bundle"], source=f"agent-{a}"))
+                    if r is not None:
+                        notify({"event": "received", "agent": b, "task": res["task"],
+                                "ok": r["ok"]})
     alive = [a for a in sorted(agents) if a not in dead]
     for a, t, b in _missing({a: agents[a].holdings() for a in alive}):
-        agents[a].receive(agents[b].bundle(t), source=f"catch-up from agent-{b}")
+        guarded(a, "catch-up", lambda a=a, t=t, b=b: agents[a].receive(
+            agents[b].bundle(t), source=f"catch-up from agent-{b}"))
     learned = time.perf_counter() - start
-    accuracy = {a: agents[a].evaluate() for a in sorted(agents) if a not in dead}
-    reports = {a: agents[a].report() for a in sorted(agents) if a not in dead}
-    holdings = {a: agents[a].holdings() for a in sorted(agents) if a not in dead}
+    accuracy, reports, holdings = {}, {}, {}
+    for a in alive:
+        acc = guarded(a, "evaluate", agents[a].evaluate)
+        if acc is None:
+            continue
+        accuracy[a], reports[a], holdings[a] = acc, agents[a].report(), agents[a].holdings()
     wall = time.perf_counter() - start
     return PopulationResult(plan, accuracy, reports, holdings, dead,
-                            _lost(plan, holdings), restarted, wall, startup, events, learned)
+                            _lost(plan, holdings), restarted, wall, startup, events, learned,
+                            failures)
 
 
 def _missing(holdings: dict[int, dict[int, str]]) -> list[tuple[int, int, int]]:
@@ -203,46 +243,31 @@ def _lost(plan: list[list[int]], holdings: dict[int, dict[int, str]]) -> list[in
     return sorted(t for tasks in plan for t in tasks if t not in held)
 
 
-def start_ray(num_cpus: int, address: str = "") -> None:
-    """Start a local Ray cluster with ``num_cpus`` CPUs, or join ``address``.
-
-    Ray runs its workers at nice 15 by default so that its own services stay responsive;
-    here the workers *are* the computation, and at nice 15 they starve as soon as anything
-    else runs on the machine (measured: 2% of a core each beside two busy processes). A
-    local cluster therefore starts its workers at nice 0, unless RAY_worker_niceness says
-    otherwise. A cluster joined with ``address`` keeps its own setting."""
-    import ray
-
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
-        return
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
-
-
 def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], out: str,
              notify: Callable[[dict[str, Any]], None],
-             order: list[int] | None = None) -> PopulationResult:
+             order: list[int] | None = None, key: str | None = None,
+             resume: bool = False) -> PopulationResult:
     """``order``: dynamic assignment: whichever agent is free takes the next task of this
     list (largest first), and a dead agent's task goes back on it."""
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
     start = time.perf_counter()
     if not ray.is_initialized():
         start_ray(cfg.agents * cfg.threads, cfg.address)
+    check_capacity(len(plan), cfg.threads)
     Actor = ray.remote(num_cpus=cfg.threads, max_restarts=0)(Agent)
 
     todo = list(order) if order is not None else None
     everything = sorted(t for tasks in plan for t in tasks)
+    failures: list[dict[str, Any]] = []
 
     def spawn(a: int, restore: bool = False) -> Any:
         crash = cfg.crash_after if (a == cfg.crash_agent and not restore) else None
         allowed = everything if todo is not None else plan[a]
         return Actor.remote(raw, a, allowed, out=out, threads=cfg.threads, crash_after=crash,
-                            restore=restore, in_process=False)
+                            restore=restore, in_process=False, key=key,
+                            dynamic=todo is not None)
 
     def submit(a: int) -> None:
         """Give agent ``a`` its next task, if any."""
@@ -253,15 +278,40 @@ def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], 
         if task is not None:
             pending[actors[a].learn.remote(task)] = (a, task)
 
-    actors = {a: spawn(a) for a in range(len(plan))}
-    # Wait until every agent has built its stream and backbone: start-up, measured apart.
-    ray.get([actors[a].holdings.remote() for a in actors])
+    def get(a: int, call: str, ref: Any) -> Any:
+        """One result from agent ``a``: a raised call is recorded, not re-raised; a dead
+        actor is re-raised (the caller decides what a death means there)."""
+        try:
+            return ray.get(ref)
+        except RayActorError:
+            raise
+        except RayTaskError as err:
+            failures.append({"agent": a, "call": call, "reason": _one_line(err)})
+            notify({"event": "failed", "agent": a, "call": call})
+            return None
+
+    actors = {a: spawn(a, restore=resume) for a in range(len(plan))}
+    # Wait until every agent has built its stream and backbone: start-up, measured apart,
+    # and bounded: an actor the cluster cannot place would otherwise wait for ever.
+    ready_refs = {a: actors[a].holdings.remote() for a in actors}
+    try:
+        first = ray.get(list(ready_refs.values()), timeout=cfg.startup_timeout)
+    except GetTimeoutError:
+        for actor in actors.values():
+            ray.kill(actor)
+        total, free = cluster_cpus()
+        raise ConfigError(f"the agents did not all start within {cfg.startup_timeout:g} s: "
+                          f"they need {len(plan) * cfg.threads} CPUs, the cluster has "
+                          f"{free:g} of {total:g} free") from None
     startup = time.perf_counter() - start
-    queues = {a: list(tasks) for a, tasks in enumerate(plan)}
+    histories = dict(zip(actors, ray.get([actors[a].history.remote() for a in actors])))
+    events, held = _resume_state(histories, dict(zip(actors, first)))
+    if todo is not None:
+        todo = [t for t in todo if t not in held]
+    queues = {a: [t for t in tasks if t not in held] for a, tasks in enumerate(plan)}
     dead: list[int] = []
     restarted: list[int] = []
     restarts_left = cfg.restarts
-    events: list[dict[str, Any]] = []
     deliveries: list[tuple[int, int, Any]] = []
     pending: dict[Any, tuple[int, int]] = {}
     for a in actors:
@@ -292,7 +342,7 @@ def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], 
             res = ray.get(ref)
         except (RayActorError, RayTaskError) as err:
             if isinstance(err, RayTaskError) and not isinstance(err, RayActorError):
-                raise  # a bug in the agent, not a death: surface it
+                raise  # a bug in the agent's learning, not a death: surface it
             died(a, task)
             continue
         if todo is None:
@@ -307,29 +357,45 @@ def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], 
         submit(a)
     for b, gen, ref in deliveries:
         try:
-            r = ray.get(ref)
-            notify({"event": "received", "agent": b, "task": r["task"], "ok": r["ok"]})
+            r = get(b, "receive", ref)
+            if r is not None:
+                notify({"event": "received", "agent": b, "task": r["task"], "ok": r["ok"]})
         except RayActorError:
             # a delivery to an agent that died: if it was restarted, catch-up covers it
             if b not in dead and gen == generation[b]:
                 dead.append(b)
     alive = [a for a in sorted(actors) if a not in dead]
-    held = {a: ray.get(actors[a].holdings.remote()) for a in alive}
-    ray.get([actors[a].receive.remote(actors[b].bundle.remote(t),
-                                      source=f"catch-up from agent-{b}")
-             for a, t, b in _missing(held)])
+    held_now = {}
+    for a in alive:
+        try:
+            h = get(a, "holdings", actors[a].holdings.remote())
+        except RayActorError:
+            dead.append(a)
+            continue
+        if h is not None:
+            held_now[a] = h
+    for a, t, b in _missing(held_now):
+        try:
+            get(a, "catch-up", actors[a].receive.remote(actors[b].bundle.remote(t),
+                                                        source=f"catch-up from agent-{b}"))
+        except RayActorError:
+            pass  # found dead at evaluation below
     learned = time.perf_counter() - start
+    alive = [a for a in sorted(actors) if a not in dead]
     acc_refs = {a: actors[a].evaluate.remote() for a in alive}
     accuracy, reports, holdings = {}, {}, {}
     for a in alive:
         try:
-            accuracy[a] = ray.get(acc_refs[a])
-            reports[a] = ray.get(actors[a].report.remote())
-            holdings[a] = ray.get(actors[a].holdings.remote())
+            acc = get(a, "evaluate", acc_refs[a])
+            if acc is None:
+                continue
+            rep = get(a, "report", actors[a].report.remote())
+            hold = get(a, "holdings", actors[a].holdings.remote())
         except RayActorError:
             dead.append(a)
-            accuracy.pop(a, None)
-            reports.pop(a, None)
+            continue
+        if rep is not None and hold is not None:
+            accuracy[a], reports[a], holdings[a] = acc, rep, hold
     wall = time.perf_counter() - start
     for actor in actors.values():
         ray.kill(actor)
@@ -339,16 +405,19 @@ def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], 
     else:
         lost = _lost(plan, holdings)
     return PopulationResult(plan, accuracy, reports, holdings, sorted(dead),
-                            lost, restarted, wall, startup, events, learned)
+                            lost, restarted, wall, startup, events, learned, failures)
 
 
 def run_population(raw: dict[str, Any], cfg: PopulationConfig, out: str | Path,
                    notify: Callable[[dict[str, Any]], None] = lambda e: None,
                    plan: list[list[int]] | None = None,
-                   sizes: list[int] | None = None) -> PopulationResult:
+                   sizes: list[int] | None = None, key: bytes | None = None,
+                   resume: bool = False) -> PopulationResult:
     """Assign tasks (unless ``plan`` is given), run the agents on the chosen backend,
     evaluate every survivor on every task. ``notify`` receives one event dict per learned
-    task, delivery and death (for a live view)."""
+    task, delivery and death (for a live view). ``key``: the population's secret; every
+    bundle is signed with it and must verify. ``resume``: every agent restores the bundles
+    it saved under ``out``, and tasks some agent already holds are not learned again."""
     dynamic = cfg.assignment == "dynamic" and not cfg.tasks and cfg.backend == "ray"
     if plan is None or (dynamic and sizes is None):
         from lifelong.experiment import make_experiment
@@ -356,13 +425,16 @@ def run_population(raw: dict[str, Any], cfg: PopulationConfig, out: str | Path,
         stream = make_experiment(raw).build_stream()
         sizes = [len(t.train) for t in stream]
         plan = assign_tasks(len(stream), cfg.agents, cfg.assignment, sizes, cfg.tasks)
+    hexkey = key.hex() if key is not None else None
     if dynamic:
+        assert sizes is not None
         order = sorted(range(len(sizes)), key=lambda t: (-sizes[t], t))
-        return _run_ray(raw, cfg, plan, str(out), notify, order)
+        return _run_ray(raw, cfg, plan, str(out), notify, order, key=hexkey, resume=resume)
     if cfg.crash_agent >= len(plan):
         raise ConfigError(f"crash_agent {cfg.crash_agent}: there are {len(plan)} agents")
-    engine = _run_ray if cfg.backend == "ray" else _run_local
-    return engine(raw, cfg, plan, str(out), notify)
+    if cfg.backend == "ray":
+        return _run_ray(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume)
+    return _run_local(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume)
 
 
 # -- the paper's Table 2 ---------------------------------------------------------------------------

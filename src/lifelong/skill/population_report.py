@@ -70,6 +70,7 @@ def write_population(out: Path, result: PopulationResult, settings: dict[str, An
                "agree": result.agree(), "dead": result.dead, "lost": result.lost,
                "restarted": result.restarted,
                "refused": {str(a): r["refused"] for a, r in result.reports.items()},
+               "failures": result.failures,
                "agents": {str(a): r for a, r in result.reports.items()},
                "events": result.events, "table2": table}
     atomic_write_json(out / "results.json", results)

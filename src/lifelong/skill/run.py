@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -11,15 +12,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from lifelong.config import config_to_dict
+from lifelong.config import build_config, config_to_dict
 from lifelong.errors import ConfigError
 from lifelong.experiment import make_experiment
+from lifelong.io import atomic_write_json
 from lifelong.skill.population import PopulationConfig, assign_tasks, run_population, table2
 from lifelong.skill.population_report import write_population
+from lifelong.skill.ray_cluster import check_capacity, start_ray
+from lifelong.skill.signing import new_key, read_key, write_key
 
-__all__ = ["run_skill"]
+__all__ = ["run_skill", "resume_skill"]
 
 MARKER = ".lifelong-skill"
+STATE = "population.json"  # what a resume needs: experiment, settings, assignment
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
@@ -78,24 +83,80 @@ class _View:
             self.live.update(self._table())
 
 
+def _start_cluster(pop: PopulationConfig) -> None:
+    """Start or join Ray and check it can hold the agents, before anything is written."""
+    if pop.backend != "ray":
+        return
+    import ray
+
+    if not ray.is_initialized():
+        start_ray(pop.agents * pop.threads, pop.address)
+    check_capacity(pop.agents, pop.threads)
+
+
 def run_skill(raw: dict[str, Any], pop: PopulationConfig, out: str | Path, *,
               overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the population, write its directory, return results.json's mapping."""
+    """Run the population, write its directory, return results.json's mapping.
+
+    Before any agent starts, the run directory holds ``population.json`` (the experiment,
+    the population settings and the task assignment) and ``population.key`` (the run's
+    signing key, mode 0600): what :func:`resume_skill` needs if the driver dies."""
     out = Path(out)
     exp = make_experiment(raw)  # validate everything before anything is written
     stream = exp.build_stream()
     sizes = [len(t.train) for t in stream]
     plan = assign_tasks(len(stream), pop.agents, pop.assignment, sizes, pop.tasks)
+    _start_cluster(pop)
     _prepare(out, overwrite)
+    key = new_key()
+    write_key(out, key)
+    atomic_write_json(out / STATE, {"raw": raw, "population": config_to_dict(pop),
+                                    "plan": plan})
+    return _run(exp, stream, raw, pop, out, plan, sizes, key, progress, resume=False)
+
+
+def resume_skill(out: str | Path, *, address: str | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Finish a population whose driver (or Ray head) died: every agent restores its saved,
+    signed bundles, tasks some agent holds are not learned again, the rest are learned,
+    shared and caught up, and results.json is written. ``address`` replaces the saved Ray
+    address (a head that died comes back elsewhere)."""
+    out = Path(out)
+    state_file = out / STATE
+    if not (out / MARKER).is_file() or not state_file.is_file():
+        raise ConfigError(f"{out} is not a population run directory (no {STATE})")
+    if (out / "results.json").exists():
+        raise ConfigError(f"{out} has finished already (results.json exists)")
+    try:
+        state = json.loads(state_file.read_text())
+        raw, plan = state["raw"], [[int(t) for t in p] for p in state["plan"]]
+        saved = dict(state["population"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{state_file} is damaged ({type(err).__name__})") from None
+    if address is not None:
+        saved["address"] = address
+    pop = build_config(PopulationConfig, saved, section="population")
+    key = read_key(out)
+    exp = make_experiment(raw)
+    stream = exp.build_stream()
+    sizes = [len(t.train) for t in stream]
+    _start_cluster(pop)
+    return _run(exp, stream, raw, pop, out, plan, sizes, key, progress, resume=True)
+
+
+def _run(exp: Any, stream: Any, raw: dict[str, Any], pop: PopulationConfig, out: Path,
+         plan: list[list[int]], sizes: list[int], key: bytes | None, progress: bool,
+         resume: bool) -> dict[str, Any]:
     view = _View(plan, progress)
     start = time.perf_counter()
+    kwargs = dict(notify=view, plan=plan, sizes=sizes, key=key, resume=resume)
     if view.live:
         with view.live:
-            result = run_population(raw, pop, out, notify=view, plan=plan, sizes=sizes)
+            result = run_population(raw, pop, out, **kwargs)
     else:
-        result = run_population(raw, pop, out, notify=view, plan=plan, sizes=sizes)
+        result = run_population(raw, pop, out, **kwargs)
     elapsed = time.perf_counter() - start
     table = table2(result, pop.alpha, exp.learner.mapper)
     settings = {**exp.to_dict(), "population": config_to_dict(pop),
-                "elapsed_seconds": elapsed}
+                "elapsed_seconds": elapsed, "resumed": resume, "signed": key is not None}
     return write_population(out, result, settings, [t.name for t in stream], table)
