@@ -172,3 +172,18 @@ def test_skill_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err and len(err.splitlines()) <= 2, err  # argparse: usage + one line
         assert not out.exists()
+
+
+def test_ray_client_addresses_without_ray_client_are_refused_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    from lifelong.cli import main
+
+    if importlib.util.find_spec("grpc") is not None:
+        pytest.skip("ray[client] is installed here: ray:// addresses are accepted")
+    out = tmp_path / "pop"
+    code = main(["skill", "--benchmark", "synthetic", "--quiet", "--address",
+                 "ray://127.0.0.1:10001", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "ray[client]" in err
+    assert not out.exists()

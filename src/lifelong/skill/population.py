@@ -17,7 +17,10 @@ Engines:
 Fault tolerance: an agent whose process dies is marked dead; the others finish, keep what
 they received, and the tasks it had not shared are reported lost. With ``restarts`` > 0 a dead
 agent is started again from the bundles it saved, pulls the bundles it misses from a live
-agent (catch-up), and goes on with its remaining tasks.
+agent (catch-up), and goes on with its remaining tasks. A delivery, catch-up or evaluation
+that raises is recorded in ``PopulationResult.failures`` and the run goes on. With
+``resume=True`` every agent restores its saved bundles first and tasks already held by some
+agent are not learned again (a driver that died; ``lifelong skill --resume``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class _View:
 
     def __init__(self, plan: list[list[int]], enabled: bool) -> None:
         self.rows = {a: {"tasks": len(t), "learned": 0, "received": 0, "refused": 0,
-                         "state": "learning"} for a, t in enumerate(plan)}
+                         "failed": 0, "state": "learning"} for a, t in enumerate(plan)}
         self.console = Console(stderr=True)
         self.live = Live(self._table(), console=self.console, refresh_per_second=4,
                          transient=False) if enabled and self.console.is_terminal else None
@@ -53,11 +53,11 @@ class _View:
 
     def _table(self) -> Table:
         t = Table(title="SKILL population")
-        for col in ("agent", "learned", "received", "refused", "state"):
+        for col in ("agent", "learned", "received", "refused", "failed calls", "state"):
             t.add_column(col)
         for a, r in self.rows.items():
             t.add_row(str(a), f"{r['learned']}/{r['tasks']}", str(r["received"]),
-                      str(r["refused"]), r["state"])
+                      str(r["refused"]), str(r["failed"]), r["state"])
         return t
 
     def __call__(self, e: dict[str, Any]) -> None:
@@ -75,6 +75,10 @@ class _View:
                                    f"{e['bytes']:,} bytes to share)")
         elif kind == "received":
             r["received" if e["ok"] else "refused"] += 1
+        elif kind == "failed":
+            r["failed"] += 1
+            if self.lines:
+                self.console.print(f"agent {e['agent']}: {e['call']} failed (see results.json)")
         elif kind in ("dead", "restarted"):
             r["state"] = kind
             if self.lines:
