@@ -282,8 +282,9 @@ def mutant(draw) -> bytes:
         how = draw(st.sampled_from(["value", "shape", "dtype", "empty", "scale"]))
         if how == "value" and x.numel():
             flat = x.view(-1)
-            flat[draw(st.integers(0, x.numel() - 1))] = draw(st.sampled_from(
-                [float("nan"), float("inf"), -1.0, 0.0, 1e-9, 3e38, -3e38, 7.0, 1e5]))
+            values = ([float("nan"), float("inf"), -1.0, 0.0, 1e-9, 3e38, -3e38, 7.0, 1e5]
+                      if x.is_floating_point() else [-1, 0, 1, 2**62, -2**62, 10**6])
+            flat[draw(st.integers(0, x.numel() - 1))] = draw(st.sampled_from(values))
         elif how == "shape":
             x = x.reshape(-1)[: draw(st.integers(0, max(0, x.numel() - 1)))]
         elif how == "dtype":

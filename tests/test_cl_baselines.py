@@ -378,7 +378,7 @@ def test_lwf_run_interrupted_inside_a_task_resumes_exactly(tmp_path, monkeypatch
         return original(self, batch)
 
     raw = {"run": {"benchmark": "synthetic", "learner": "lwf", "epochs": 2,
-                   "checkpoint_every": 1}}
+                   "checkpoint_every": 1, "count_macs": True}}
     monkeypatch.setattr(LwF, "observe", interrupt)
     with pytest.raises(RunInterrupted):
         run_experiment(raw, out=tmp_path / "run", progress=False)

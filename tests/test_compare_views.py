@@ -140,7 +140,8 @@ def test_train_macs_are_measured_steps_times_steps_plus_task_work_and_survive_a_
         _Replay().observe()
     off.end_epoch()
     assert off.total() is None and off.report()["tasks"] == [{"task": 0, "steps": 1}]
-    assert total_train_macs("/nonexistent", {"train_macs": {"0": 5, "1": 7}}) == 12
+    assert total_train_macs(None, {"train_macs": {"0": 5, "1": 7}}) == 12
+    assert total_train_macs(one.report(), None) == one.total()
 
 
 # -- compare ----------------------------------------------------------------------------------

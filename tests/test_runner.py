@@ -145,3 +145,53 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, monkeypatch):
     resumed = run_experiment({}, resume=out, progress=False)
     full = run_experiment(raw, out=tmp_path / "full", progress=False)
     assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+
+
+# -- honest timing and counting ---------------------------------------------------------------
+def test_train_seconds_include_the_learners_end_task_work(tmp_path, monkeypatch):
+    from lifelong.learners.hps import HPS
+
+    original = HPS.end_task
+
+    def slow_end_task(self, task):  # e.g. EWC's Fisher: training work outside the steps
+        time.sleep(0.4)
+        original(self, task)
+
+    monkeypatch.setattr(HPS, "end_task", slow_end_task)
+    res = run_experiment({"run": {"benchmark": "synthetic", "learner": "hps", "epochs": 1}},
+                         out=tmp_path / "run", progress=False)
+    assert res["summary"]["train_seconds"] >= 3 * 0.4  # three tasks
+
+
+def test_with_count_macs_off_no_flop_counter_runs(tmp_path, monkeypatch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    entered = []
+    original = FlopCounterMode.__enter__
+
+    def spy(self):
+        entered.append(1)
+        return original(self)
+
+    monkeypatch.setattr(FlopCounterMode, "__enter__", spy)
+    raw = {"run": {"benchmark": "synthetic", "learner": "ewc", "epochs": 1}}
+    off = run_experiment(raw, out=tmp_path / "off", progress=False)
+    assert entered == [] and off["summary"]["train_macs"] is None
+    on = run_experiment({"run": {**raw["run"], "count_macs": True}}, out=tmp_path / "on",
+                        progress=False)
+    assert entered and on["summary"]["train_macs"] > 0
+    assert on["accuracy_matrix"] == off["accuracy_matrix"]  # counting changes no result
+
+
+def test_drop_last_is_a_setting(tmp_path):
+    from lifelong.macs import MACS_FILE
+
+    steps = {}
+    for drop in (True, False):
+        out = tmp_path / str(drop)
+        run_experiment({"run": {"benchmark": "synthetic", "learner": "hps", "epochs": 1,
+                                "batch_size": 100, "drop_last": drop, "count_macs": True}},
+                       out=out, progress=False)
+        steps[drop] = [t["steps"] for t in json.loads((out / MACS_FILE).read_text())["tasks"]]
+    # 240 training images per task (synthetic), batches of 100: 2 full batches, 1 partial
+    assert steps[True] == [2, 2, 2] and steps[False] == [3, 3, 3]

@@ -123,7 +123,7 @@ def run_experiment(raw: dict[str, Any], *, out: str | Path | None = None,
 
     start = time.perf_counter()
     try:
-        recorder = runner.run()
+        outcome = runner.run()
     except KeyboardInterrupt:
         raise RunInterrupted(run_dir) from None
     except LifelongError:
@@ -133,11 +133,11 @@ def run_experiment(raw: dict[str, Any], *, out: str | Path | None = None,
             if not any(run_dir.iterdir()):
                 run_dir.rmdir()
         raise
-    return write_results(run_dir, exp, stream, recorder.to_history(),
+    return write_results(run_dir, exp, stream, outcome.recorder.to_history(),
                          parameters=learner.parameter_count(),
-                         train_seconds=runner.state.train_seconds,
+                         train_seconds=outcome.train_seconds,
                          wall_seconds=time.perf_counter() - start, device=device,
-                         stl_matrix=stl_matrix,
+                         stl_matrix=stl_matrix, train_macs=outcome.train_macs,
                          extra={"run_dir": str(run_dir), "learner_report": learner.report()})
 
 

@@ -156,14 +156,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _raw_from_args(args: argparse.Namespace,
-                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Settings from --config, then the flags, then key=value (later wins)."""
+                   overrides: dict[str, Any] | None = None,
+                   flags_used: Sequence[str] = ("benchmark", "learner", "epochs", "seed",
+                                                "device", "threads")) -> dict[str, Any]:
+    """Settings from --config, then the flags named in ``flags_used``, then key=value
+    (later wins). ``args`` is only read."""
     from lifelong.config import load_yaml, merge, parse_overrides
     from lifelong.experiment import normalize_raw
 
     raw = normalize_raw(load_yaml(args.config)) if args.config else normalize_raw({})
     flags: dict[str, Any] = {"run": {}, "benchmark": {}}
-    for name in ("benchmark", "learner", "epochs", "seed", "device", "threads"):
+    for name in flags_used:
         value = getattr(args, name, None)
         if value is not None:
             flags["run"][name] = value
@@ -240,11 +243,8 @@ def _cmd_skill(args: argparse.Namespace) -> int:
         results = resume_skill(args.resume, address=args.address or None,
                                progress=not args.quiet)
         return _print_skill(results, Path(args.resume))
-    args.learner = None
-    args.device = None
-    threads = args.threads
-    args.threads = None  # per agent, set by the population
-    raw = _raw_from_args(args)
+    threads = args.threads  # per agent: a population setting, not the run's
+    raw = _raw_from_args(args, flags_used=("benchmark", "epochs", "seed"))
     if raw["run"].get("learner", "lll") != "lll":
         raise LifelongError("skill agents are Lightweight Lifelong Learners (learner lll)")
     raw = merge(raw, {"run": {"learner": "lll", "setting": "class-il", "threads": threads,

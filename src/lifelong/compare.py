@@ -54,10 +54,12 @@ def _experiments(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[i
         if name not in learners:
             raise ConfigError(f"settings for learner {name!r}, which is not in --learners")
     out = {}
+    # the training-MACs column needs the runner's counter, unless the user said otherwise
+    counting = {} if "count_macs" in raw.get("run", {}) else {"count_macs": True}
     for name in learners:
         resolve_learner(name)
         for seed in seeds:
-            r = merge(raw, {"run": {"learner": name, "seed": seed},
+            r = merge(raw, {"run": {"learner": name, "seed": seed, **counting},
                             "learner": per_learner.get(name, {})})
             make_experiment(r)
             out[(name, seed)] = r

@@ -67,6 +67,14 @@ class RunConfig(Config):
     # Memory for decoded splits kept between epochs, over the whole run; splits that do not
     # fit are decoded batch by batch each time they are used.
     cache_mb: int = 1024
+    # Drop a final partial batch each epoch: the DF-CNN/LASEM code trains on n // batch
+    # batches per epoch (kept unless it would be the only batch).
+    drop_last: bool = True
+    # Measure training MACs (lifelong.macs; SKILL Table 1). Off by default: a measured step
+    # runs under torch's flop counter, which costs time (the steps it measures are then
+    # left out of train_seconds, estimated by the unmeasured steps' mean). `lifelong
+    # compare` turns it on for its MAC column. Learners that count their own (LLL) always do.
+    count_macs: bool = False
 
     def validate(self) -> None:
         check(self.epochs is None or self.epochs >= 1, "epochs must be >= 1")

@@ -38,16 +38,14 @@ represent. :func:`total_train_macs` picks the learner's count where it has one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 __all__ = ["EVERY", "MACS_FILE", "TrainMacs", "count_macs", "counter", "counts_own_macs",
-           "learner_train_macs", "total_train_macs"]
+           "is_measured", "learner_train_macs", "total_train_macs"]
 
 #: Steps between measured steps within an epoch. Prime, so that the sample does not lock
 #: onto a learner's periodic schedule (LASEM re-checks skipped configurations every 20
@@ -55,7 +53,7 @@ __all__ = ["EVERY", "MACS_FILE", "TrainMacs", "count_macs", "counter", "counts_o
 #: operation): one step per epoch and then 1 in 31, within the noise of a run's time.
 EVERY = 31
 
-#: Written by the runner into the run directory; read back by :func:`total_train_macs`.
+#: Written by the runner into the run directory for the user (per-task detail).
 MACS_FILE = "train_macs.json"
 
 T = TypeVar("T")
@@ -151,6 +149,11 @@ class _Unmeasured:
 
 
 _UNMEASURED = _Unmeasured()
+
+
+def is_measured(ctx: object) -> bool:
+    """Whether a :meth:`TrainMacs.step` context runs its step under the flop counter."""
+    return isinstance(ctx, _Measured)
 
 
 class TrainMacs:
@@ -303,16 +306,13 @@ def learner_train_macs(learner_report: dict[str, Any] | None) -> int | None:
     return None
 
 
-def total_train_macs(run_dir: str | Path, learner_report: dict[str, Any] | None) -> int | None:
+def total_train_macs(runner_report: dict[str, Any] | None,
+                     learner_report: dict[str, Any] | None) -> int | None:
     """A finished run's training MACs: the learner's own count where it keeps one
-    (:func:`learner_train_macs`), else the runner's ``train_macs.json`` in ``run_dir``;
-    None when neither exists (a run from before MACs were counted)."""
+    (:func:`learner_train_macs`), else the runner's measurement (``TrainMacs.report()``);
+    None when neither has one."""
     own = learner_train_macs(learner_report)
     if own is not None:
         return own
-    try:
-        data = json.loads((Path(run_dir) / MACS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = data.get("train_macs") if isinstance(data, dict) else None
+    value = (runner_report or {}).get("train_macs")
     return int(value) if isinstance(value, (int, float)) else None

@@ -81,8 +81,11 @@ def _matrix_csv(R: np.ndarray) -> str:
 def write_results(out: Path, exp: Experiment, stream: TaskStream, h: History, *,
                   parameters: int, train_seconds: float, wall_seconds: float,
                   device: torch.device, stl_matrix: np.ndarray | None = None,
+                  train_macs: dict[str, Any] | None = None,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the metrics of ``h`` and write every result file; returns results.json's dict.
+
+    ``train_macs`` is the runner's measurement (``RunOutcome.train_macs``).
 
     ``stl_matrix`` is the accuracy matrix of an STL run on the same stream; when given, the
     summary holds ``forward_transfer_vs_stl``.
@@ -92,8 +95,8 @@ def write_results(out: Path, exp: Experiment, stream: TaskStream, h: History, *,
     R = metrics.accuracy_matrix(h)
     summary = metrics.summarize(h, parameters=parameters, train_seconds=train_seconds)
     # Training MACs (SKILL Table 1): the learner's own count (LLL) or the runner's
-    # measurement in train_macs.json (lifelong.macs); None for runs from before either.
-    summary["train_macs"] = total_train_macs(out, (extra or {}).get("learner_report"))
+    # measurement (lifelong.macs); None when neither counted.
+    summary["train_macs"] = total_train_macs(train_macs, (extra or {}).get("learner_report"))
     if stl_matrix is not None:
         summary["forward_transfer_vs_stl"] = _opt(metrics.forward_transfer_vs_stl(R, stl_matrix))
     results: dict[str, Any] = {

@@ -18,9 +18,11 @@ original code evaluated every task every epoch; both are reproduced here.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -31,11 +33,12 @@ from lifelong.experiment import Experiment
 from lifelong.history import HistoryRecorder
 from lifelong.io import atomic_write_json
 from lifelong.learners import Learner
-from lifelong.macs import MACS_FILE, TrainMacs, counts_own_macs
+from lifelong.macs import MACS_FILE, TrainMacs, counts_own_macs, is_measured
 from lifelong.progress import Progress
 from lifelong.tasks import Batch, Task, TaskStream
 
-__all__ = ["RunState", "Runner", "batch_indices", "batches", "evaluate"]
+__all__ = ["EpochResult", "RunOutcome", "RunState", "Runner", "batch_indices", "batches",
+           "evaluate", "train_epoch"]
 
 EVAL_BATCH = 256
 
@@ -60,6 +63,47 @@ def batches(split: ImageSet, batch_size: int, generator: torch.Generator | None,
     same random draws); the runner's training loop uses the indices themselves."""
     for idx in batch_indices(len(split), batch_size, generator, drop_last=drop_last):
         yield split.images(idx.numpy()), split.labels[idx]
+
+
+@dataclass
+class EpochResult:
+    """One epoch of :func:`train_epoch`: the mean loss, and the seconds the flop counter
+    added to the steps it measured (their time minus what unmeasured steps took on average;
+    the runner leaves it out of ``train_seconds``)."""
+
+    loss: float
+    counter_seconds: float = 0.0
+
+
+def train_epoch(learner: Learner, task: Task, batch_size: int,
+                generator: torch.Generator | None, device: torch.device, *,
+                drop_last: bool, macs: TrainMacs | None = None) -> EpochResult:
+    """One pass of ``learner`` over ``task.train``: the training loop of every caller (the
+    runner and the SKILL agents). Batches are :func:`batch_indices`' rows, each with its
+    rows as ``Batch.index``; pixels are decoded only if the learner needs them
+    (:meth:`Learner.needs_pixels`). ``macs`` measures some steps (lifelong.macs)."""
+    split = task.train
+    pixels = learner.needs_pixels(task)
+    total, count = torch.zeros((), device=device), 0
+    measured = [0.0, 0]  # seconds and number of steps under the flop counter
+    plain = [0.0, 0]  # the same for the other steps
+    for idx in batch_indices(len(split), batch_size, generator, drop_last=drop_last):
+        # (B, C, H, W), or (B, 0) for a learner that looks its inputs up by row
+        x = split.images(idx.numpy()) if pixels else torch.zeros(len(idx), 0)
+        y = split.labels[idx]
+        ctx = macs.step() if macs is not None else nullcontext()
+        start = time.perf_counter()
+        with ctx:
+            losses = learner.observe(Batch(x.to(device), y.to(device), task.id,
+                                           index=idx.to(device)))
+        spent = measured if is_measured(ctx) else plain
+        spent[0] += time.perf_counter() - start
+        spent[1] += 1
+        total += losses["loss"] * len(y)
+        count += len(y)
+    # a measured step's own cost is estimated by the unmeasured steps' mean
+    extra = measured[0] - measured[1] * plain[0] / plain[1] if plain[1] else 0.0
+    return EpochResult(float(total) / max(count, 1), max(extra, 0.0))
 
 
 @torch.no_grad()
@@ -101,6 +145,17 @@ def evaluate(learner: Learner, task: Task, split: ImageSet, device: torch.device
 
 
 @dataclass
+class RunOutcome:
+    """What :meth:`Runner.run` hands back, in memory: the recorded history, the training
+    MACs (``TrainMacs.report()``: per task and in total; None where the learner counts its
+    own) and the training seconds of all tasks."""
+
+    recorder: HistoryRecorder
+    train_macs: dict[str, Any]
+    train_seconds: float
+
+
+@dataclass
 class RunState:
     """Where a run stands: the next (task, epoch) to train and what was recorded so far."""
 
@@ -131,9 +186,11 @@ class Runner:
         self.out = Path(out)
         self.device = device
         self.progress = progress
-        # Training MACs (SKILL Table 1): measured here unless the learner counts its own.
+        # Training MACs (SKILL Table 1): measured here when asked, unless the learner counts
+        # its own.
         self.state = RunState(recorder=HistoryRecorder(len(stream)),
-                              macs=TrainMacs(enabled=not counts_own_macs(learner)))
+                              macs=TrainMacs(enabled=exp.run.count_macs
+                                             and not counts_own_macs(learner)))
         self._cache_left = exp.run.cache_mb << 20
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -174,7 +231,7 @@ class Runner:
                                                        enabled=self.state.macs.enabled))
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self) -> HistoryRecorder:
+    def run(self) -> RunOutcome:
         run, st, learner = self.exp.run, self.state, self.learner
         with Progress(self.stream, run.epochs, enabled=self.progress,
                       done=st.global_epoch) as bar:
@@ -183,7 +240,7 @@ class Runner:
                 self._cache(task)
                 if not st.in_task:
                     st.task_epoch = 1
-                with st.macs.work(task.id):  # MACs of the learner's own work, in full
+                with self._timed(), st.macs.work(task.id):  # the learner's own work, in full
                     learner.begin_task(task)  # after a resume inside the task: re-attaches
                 st.in_task = True
                 while st.task_epoch <= run.epochs:
@@ -195,7 +252,7 @@ class Runner:
                     if last:
                         # The task's last row shows the model as the task leaves it (a
                         # learner may fix its choices or pick its best state in end_task).
-                        with st.macs.work(task.id):  # e.g. EWC's Fisher, in full
+                        with self._timed(), st.macs.work(task.id):  # e.g. EWC's Fisher
                             learner.end_task(task)
                     mid_task = learner.evaluate_during_task and \
                         st.task_epoch % run.eval_every == 0
@@ -215,9 +272,9 @@ class Runner:
                 bar.task_done(task, st.recorder.rows[-1]["test"])
                 st.task, st.task_epoch, st.in_task = st.task + 1, 1, False
                 self.checkpoint()
-        # Per-task training MACs for results.json's summary (outputs.write_results reads it).
-        atomic_write_json(self.out / MACS_FILE, st.macs.report())
-        return st.recorder
+        report = st.macs.report()
+        atomic_write_json(self.out / MACS_FILE, report)  # an output for the user, not read back
+        return RunOutcome(st.recorder, report, st.train_seconds)
 
     def _cache(self, task: Task) -> None:
         """Keep the task's splits decoded in memory while the run's budget lasts (training
@@ -228,10 +285,20 @@ class Runner:
                 split.cache()
                 self._cache_left -= split.nbytes
 
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        """Count the time inside as training time: a task's training is all its work
+        (``begin_task``, ``begin_epoch``, the steps, ``end_task``), evaluation is not."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.state.train_seconds += time.perf_counter() - start
+
     def _train_epoch(self, task: Task) -> float:
         """One pass over the task's training data; returns the mean loss."""
         st, run = self.state, self.exp.run
-        with st.macs.work(task.id):
+        with self._timed(), st.macs.work(task.id):
             self.learner.begin_epoch(st.global_epoch)
         # Training MACs: every step counts; a sample of them (steps 1, 1 + EVERY, ...) is
         # measured under FlopCounterMode and the epoch's MACs are their mean times its steps
@@ -239,22 +306,12 @@ class Runner:
         st.macs.begin_epoch(task.id)
         # Shuffling depends only on (seed, epoch), so a resumed run sees the same batches.
         gen = torch.Generator().manual_seed(run.seed * 1_000_003 + st.global_epoch)
-        total, count = torch.zeros((), device=self.device), 0
         start = time.perf_counter()
-        # The same batches as batches(task.train, ...) gives, with each example's row in
-        # task.train as Batch.index (B,), for learners that record per-example data (LwF).
-        split = task.train
-        for idx in batch_indices(len(split), run.batch_size, gen, drop_last=True):
-            x, y = split.images(idx.numpy()), split.labels[idx]
-            with st.macs.step():
-                losses = self.learner.observe(Batch(x.to(self.device), y.to(self.device),
-                                                    task.id, index=idx.to(self.device)))
-            total += losses["loss"] * len(y)
-            count += len(y)
+        res = train_epoch(self.learner, task, run.batch_size, gen, self.device,
+                          drop_last=run.drop_last, macs=st.macs)
         st.macs.end_epoch()
-        loss = float(total) / max(count, 1)
-        st.train_seconds += time.perf_counter() - start
-        return loss
+        st.train_seconds += time.perf_counter() - start - res.counter_seconds
+        return res.loss
 
     def _evaluate_seen(self, current: int
                        ) -> tuple[list[float], list[float], dict[str, list[float]]]:

@@ -91,6 +91,8 @@ class Batch:
     runner's training loop fills it), so a learner can look up what it recorded per
     training example (LwF's old-model outputs). None when the batch does not come from
     ``task.train`` rows or the caller does not know them; learners must then cope without.
+    ``x`` is (B, 0), no pixels, when the learner said it does not need them
+    (``Learner.needs_pixels``); ``index`` is then always given.
     """
 
     x: torch.Tensor

@@ -135,6 +135,12 @@ class Learner(ABC):
         papers' CNN learners always train the full budget."""
         return False
 
+    def needs_pixels(self, task: Task) -> bool:
+        """False while the learner trains ``task`` on data it computed in ``begin_task``
+        and finds by ``Batch.index`` (LLL without biases: cached backbone features): the
+        training loop then decodes no images and passes ``Batch.x`` of shape (B, 0)."""
+        return True
+
     def report(self) -> dict[str, Any]:
         """What the learner decided that results.json should show (e.g. LASEM's chosen
         configurations); JSON-able."""

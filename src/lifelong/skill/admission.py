@@ -43,7 +43,7 @@ class Admission:
     own: frozenset[int] = frozenset()
 
     @classmethod
-    def of(cls, stream: TaskStream, own: Iterable[int] = ()) -> "Admission":
+    def of(cls, stream: TaskStream, own: Iterable[int] = ()) -> Admission:
         return cls(stream_facts(stream), frozenset(int(t) for t in own))
 
     def check(self, b: Bundle) -> int:

@@ -36,12 +36,11 @@ import torch
 
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.experiment import make_experiment
-from lifelong.runner import batch_indices, evaluate
+from lifelong.runner import evaluate, train_epoch
 from lifelong.skill.admission import Admission, stream_facts
 from lifelong.skill.bundle import BundleError
 from lifelong.skill.lll import LLL
 from lifelong.skill.signing import sign, verify
-from lifelong.tasks import Batch
 
 __all__ = ["Agent", "AgentCrash"]
 
@@ -217,21 +216,20 @@ class Agent:
         seed = _task_seed(run.seed, task_id)
         start = time.perf_counter()
         macs_before = self.learner.train_macs.get(task_id, 0)
-        for split in (task.train, task.val):
-            split.cache()  # small splits, read every epoch
         torch.manual_seed(seed)  # the head's initialisation
         self.learner.begin_task(task)
+        if self.learner.needs_pixels(task):
+            for split in (task.train, task.val):
+                split.cache()  # BB: read every epoch
         epochs = 0
         for epoch in range(run.epochs):
             if self.learner.task_done():
                 break
             self.learner.begin_epoch(epoch)
             gen = torch.Generator().manual_seed(seed + epoch + 1)
-            # the runner's batches, with their rows of task.train: the learner looks the
-            # features it computed in begin_task up by row instead of hashing pixels
-            for idx in batch_indices(len(task.train), run.batch_size, gen):
-                self.learner.observe(Batch(task.train.images(idx.numpy()), task.train.labels[idx],
-                                           task_id, index=idx))
+            # the runner's epoch (lifelong.runner.train_epoch), seeded per task so that a
+            # task's training does not depend on which agent learns it; every batch kept
+            train_epoch(self.learner, task, run.batch_size, gen, self.device, drop_last=False)
             epochs += 1
         self.learner.end_task(task)
         seconds = time.perf_counter() - start

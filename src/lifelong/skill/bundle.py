@@ -249,7 +249,8 @@ def _tensor(t: dict[str, torch.Tensor], name: str, dtypes: tuple[torch.dtype, ..
     x = t[name]
     if x.dtype not in dtypes:
         raise _fail(f"tensor {name} has dtype {x.dtype}")
-    if x.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape)):
+    if x.dim() != len(shape) or any(s is not None and s != n
+                                    for s, n in zip(shape, x.shape, strict=True)):
         raise _fail(f"tensor {name} has shape {tuple(x.shape)}, expected {shape}")
     if x.is_floating_point():
         if not bool(torch.isfinite(x).all()):
@@ -336,7 +337,7 @@ def _gmmc(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], D: int,
     if not bool((weights > 1e-30).all()) or abs(float(weights.sum()) - 1) > 1e-3:
         raise _fail("invalid mixture weights (must be positive and sum to 1)")
     n = manifest.get("num_samples")
-    if not _is_int(n) or not 1 <= n <= MAX_NUM_SAMPLES:
+    if not isinstance(n, int) or not _is_int(n) or not 1 <= n <= MAX_NUM_SAMPLES:
         raise _fail(f"invalid mixture sample count {show(n)}")
     return GMMCAnchor(means.float().numpy(), var.float().numpy(), weights.numpy(), n)
 

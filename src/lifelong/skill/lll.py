@@ -261,6 +261,12 @@ class LLL(Learner):
     def task_done(self) -> bool:
         return self.current is not None and self.current["done"]
 
+    def needs_pixels(self, task: Task) -> bool:
+        # no BB: every step looks its features up by row (observe); BB: pixels every step
+        cur = self.current
+        return not (cur is not None and cur["task"] == task.id
+                    and cur.get("train_feats") is not None)
+
     def extra_views(self) -> list[str]:
         return ["mapper", "synonym"] if self.cfg.synonyms else ["mapper"]
 

@@ -25,10 +25,12 @@ agent are not learned again (a driver that died; ``lifelong skill --resume``).
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from lifelong.config import Config, check
 from lifelong.errors import ConfigError
@@ -202,15 +204,15 @@ def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]]
             notify({"event": "learned", **_event(res)})
             for b in sorted(agents):
                 if b != a and b not in dead:
-                    r = guarded(b, "receive", lambda b=b: agents[b].receive(
-                        res["bundle"], source=f"agent-{a}"))
+                    r = guarded(b, "receive", functools.partial(
+                        agents[b].receive, res["bundle"], source=f"agent-{a}"))
                     if r is not None:
                         notify({"event": "received", "agent": b, "task": res["task"],
                                 "ok": r["ok"]})
     alive = [a for a in sorted(agents) if a not in dead]
     for a, t, b in _missing({a: agents[a].holdings() for a in alive}):
-        guarded(a, "catch-up", lambda a=a, t=t, b=b: agents[a].receive(
-            agents[b].bundle(t), source=f"catch-up from agent-{b}"))
+        guarded(a, "catch-up", functools.partial(
+            agents[a].receive, agents[b].bundle(t), source=f"catch-up from agent-{b}"))
     learned = time.perf_counter() - start
     accuracy, reports, holdings = {}, {}, {}
     for a in alive:
@@ -307,8 +309,9 @@ def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], 
                           f"they need {len(plan) * cfg.threads} CPUs, the cluster has "
                           f"{free:g} of {total:g} free") from None
     startup = time.perf_counter() - start
-    histories = dict(zip(actors, ray.get([actors[a].history.remote() for a in actors])))
-    events, held = _resume_state(histories, dict(zip(actors, first)))
+    histories = dict(zip(actors, ray.get([actors[a].history.remote() for a in actors]),
+                         strict=True))
+    events, held = _resume_state(histories, dict(zip(actors, first, strict=True)))
     if todo is not None:
         todo = [t for t in todo if t not in held]
     queues = {a: [t for t in tasks if t not in held] for a, tasks in enumerate(plan)}

@@ -21,11 +21,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from lifelong.errors import ConfigError
 
-__all__ = ["start_ray", "check_capacity", "cluster_cpus"]
+__all__ = ["start_ray", "check_address", "check_capacity", "cluster_cpus"]
 
 _LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -36,11 +35,26 @@ def _has_token() -> bool:
         Path(path).is_file() if path else (Path.home() / ".ray" / "auth_token").is_file())
 
 
-def _join(address: str) -> dict[str, Any]:
-    """ray.init arguments to join ``address`` (host:port, ``auto`` or ``ray://...``)."""
-    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
-        raise ConfigError("--address ray://... needs Ray Client: pip install 'ray[client]' "
-                          "(or give the head's host:port, or auto, on a cluster node)")
+def check_address(address: str) -> None:
+    """ConfigError (one line) for an address this installation cannot join: ``ray://``
+    without Ray Client, or something that is neither ``auto``, ``host:port`` nor
+    ``ray://host:port``."""
+    if not address:
+        return
+    if address.startswith("ray://"):
+        if importlib.util.find_spec("grpc") is None:
+            raise ConfigError("--address ray://... needs Ray Client: pip install 'ray[client]' "
+                              "(or give the head's host:port, or auto, on a cluster node)")
+        return
+    host, _, port = address.rpartition(":")
+    if address != "auto" and not (host and port.isdigit()):
+        raise ConfigError(f"--address {address!r}: expected auto, HOST:PORT or "
+                          "ray://HOST:PORT")
+
+
+def _join(address: str) -> str:
+    """The address to pass to ray.init to join ``address``, with its auth token set up."""
+    check_address(address)
     mode = os.environ.get("RAY_AUTH_MODE")
     if mode is None:
         if not _has_token():
@@ -48,7 +62,7 @@ def _join(address: str) -> dict[str, Any]:
                               "or RAY_AUTH_TOKEN_PATH, or copy the head's ~/.ray/auth_token "
                               "(or set RAY_AUTH_MODE=disabled for a cluster without tokens)")
         os.environ["RAY_AUTH_MODE"] = "token"  # send the token Ray would otherwise not
-    return {"address": address}
+    return address
 
 
 def start_ray(num_cpus: int, address: str = "") -> None:
@@ -62,12 +76,11 @@ def start_ray(num_cpus: int, address: str = "") -> None:
     otherwise. A cluster joined with ``address`` keeps its own setting."""
     import ray
 
-    common = {"include_dashboard": False, "log_to_driver": False,
-              "logging_level": logging.WARNING}
     if address:
-        kwargs = _join(address)
+        target = _join(address)
         try:
-            ray.init(**kwargs, **common)
+            ray.init(address=target, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
         except Exception as err:  # ConnectionError, AuthenticationError, bad address, ...
             msg = " ".join(str(err).split())[:300]
             raise ConfigError(f"cannot join the Ray cluster at {address!r}: "
@@ -81,7 +94,8 @@ def start_ray(num_cpus: int, address: str = "") -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     # address="local": always a new cluster, even where ``ray start`` left its address
     # behind (ray.init() alone would join that cluster, or fail if it is gone)
-    ray.init(address="local", num_cpus=num_cpus, **common)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
     gcs = ray.get_runtime_context().gcs_address
     if not gcs.startswith("127.0.0.1:"):
         ray.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from lifelong.experiment import make_experiment
 from lifelong.io import atomic_write_json
 from lifelong.skill.population import PopulationConfig, assign_tasks, run_population, table2
 from lifelong.skill.population_report import write_population
-from lifelong.skill.ray_cluster import check_capacity, start_ray
+from lifelong.skill.ray_cluster import check_address, check_capacity, start_ray
 from lifelong.skill.signing import new_key, read_key, write_key
 
 __all__ = ["run_skill", "resume_skill"]
@@ -44,8 +45,9 @@ class _View:
     """Per-agent rows: tasks learned of assigned, bundles received, refused, state."""
 
     def __init__(self, plan: list[list[int]], enabled: bool) -> None:
-        self.rows = {a: {"tasks": len(t), "learned": 0, "received": 0, "refused": 0,
-                         "failed": 0, "state": "learning"} for a, t in enumerate(plan)}
+        self.rows: dict[Any, dict[str, Any]] = {
+            a: {"tasks": len(t), "learned": 0, "received": 0, "refused": 0, "failed": 0,
+                "state": "learning"} for a, t in enumerate(plan)}
         self.console = Console(stderr=True)
         self.live = Live(self._table(), console=self.console, refresh_per_second=4,
                          transient=False) if enabled and self.console.is_terminal else None
@@ -91,6 +93,7 @@ def _start_cluster(pop: PopulationConfig) -> None:
     """Start or join Ray and check it can hold the agents, before anything is written."""
     if pop.backend != "ray":
         return
+    check_address(pop.address)
     import ray
 
     if not ray.is_initialized():
@@ -153,12 +156,9 @@ def _run(exp: Any, stream: Any, raw: dict[str, Any], pop: PopulationConfig, out:
          resume: bool) -> dict[str, Any]:
     view = _View(plan, progress)
     start = time.perf_counter()
-    kwargs = dict(notify=view, plan=plan, sizes=sizes, key=key, resume=resume)
-    if view.live:
-        with view.live:
-            result = run_population(raw, pop, out, **kwargs)
-    else:
-        result = run_population(raw, pop, out, **kwargs)
+    with view.live if view.live else nullcontext():
+        result = run_population(raw, pop, out, notify=view, plan=plan, sizes=sizes, key=key,
+                                resume=resume)
     elapsed = time.perf_counter() - start
     table = table2(result, pop.alpha, exp.learner.mapper)
     settings = {**exp.to_dict(), "population": config_to_dict(pop),
