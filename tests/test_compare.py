@@ -34,8 +34,16 @@ def test_compare_writes_the_table_and_plots_and_reuses_runs(tmp_path, capsys):
     assert row["mean_peak_accuracy"]["ci95"] == pytest.approx(half)
     assert "forward_transfer_vs_stl" in row and "forward_transfer_vs_stl" not in \
         summary["learners"]["stl"]
-    table = (out / "comparison.md").read_text().splitlines()
-    assert sum(line.startswith("| stl ") or line.startswith("| hps ") for line in table) == 2
+    text = (out / "comparison.md").read_text()
+    table, paired = text.split("## Paired against stl")
+    assert sum(line.startswith(("| stl ", "| hps ")) for line in table.splitlines()) == 2
+    # hps against stl, seed by seed: the mean of the per-seed differences of final accuracy
+    finals = {n: [json.loads((out / n / f"seed{s}" / "results.json").read_text())["summary"]
+                  ["mean_final_accuracy"] for s in (0, 1)] for n in ("stl", "hps")}
+    diff = row["vs_reference"]["mean_final_accuracy"]
+    assert summary["reference"] == "stl" and diff["n"] == 2
+    assert diff["mean"] == pytest.approx(np.mean(np.subtract(finals["hps"], finals["stl"])))
+    assert [ln.startswith("| hps ") for ln in paired.splitlines()].count(True) == 1
 
     # Started again: finished runs are reused; a run without results is resumed.
     (out / "stl" / "seed1" / "results.json").unlink()

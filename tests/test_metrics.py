@@ -193,9 +193,10 @@ def test_mean_ignoring_nan() -> None:
 
 def test_summarize(h: History) -> None:
     s = M.summarize(h, parameters=np.int64(1234), train_seconds=np.float32(12.5))
-    assert set(s) == {"mean_peak_accuracy", "mean_final_accuracy", "mean_forgetting_ratio",
-                      "mean_convergence_epochs", "average_accuracy", "backward_transfer",
-                      "train_seconds", "parameters"}
+    assert set(s) == {"mean_peak_accuracy", "mean_best_val_accuracy", "mean_final_accuracy",
+                      "mean_forgetting_ratio", "mean_convergence_epochs", "average_accuracy",
+                      "backward_transfer", "train_seconds", "parameters"}
+    assert s["mean_best_val_accuracy"] == pytest.approx(1.9 / 3)  # val = test here
     # (0.6 + 0.8 + 0.5)/3; (0.36 + 0.88 + 0.5)/3; (0.6 + 1.1 + 1.0)/3; (2 + 2 + 1)/3.
     assert s["mean_peak_accuracy"] == pytest.approx(1.9 / 3)
     assert s["mean_final_accuracy"] == pytest.approx(0.58)
@@ -267,3 +268,40 @@ def test_inputs_not_mutated(h: History) -> None:
         np.testing.assert_array_equal(getattr(h, k), v)
     np.testing.assert_array_equal(R, R_before)
     np.testing.assert_array_equal(values, [1.0, 2.0, 3.0])
+
+
+def test_best_val_accuracy_takes_the_test_score_where_validation_peaked() -> None:
+    # Task 0's validation peaks at its first evaluation (0.70), where its test is 0.40,
+    # though test later reaches 0.60; task 1's validation ties (0.50, 0.50): the first row.
+    h = make_history(ROWS, 3)
+    val = np.array(h.val)
+    val[0, 0], val[1, 0] = 0.70, 0.65
+    val[2, 1], val[3, 1] = 0.50, 0.50
+    h2 = History(epoch=h.epoch, task=h.task, task_epoch=h.task_epoch, val=val, test=h.test,
+                 loss=h.loss, seconds=h.seconds)
+    np.testing.assert_allclose(M.best_val_accuracy(h2), [0.40, 0.30, 0.50])
+    np.testing.assert_allclose(M.peak_accuracy(h2), [0.60, 0.80, 0.50])
+    # A task that never trained has none.
+    assert np.isnan(M.best_val_accuracy(make_history(ROWS[:4], 3))[2])
+
+
+def test_paired_difference_against_hand_computation() -> None:
+    # d = a - b = [0.01, 0.02, 0.03, 0.04, -0.05]: mean 0.01; sample sd
+    # sqrt((0 + 1 + 4 + 9 + 36) e-4 / 4) = sqrt(12.5e-4) = 0.035355; sem = 0.015811;
+    # t(0.975, 4) = 2.776445 -> half-width 0.0438994.
+    b = [0.80, 0.70, 0.60, 0.50, 0.90]
+    a = [x + d for x, d in zip(b, [0.01, 0.02, 0.03, 0.04, -0.05], strict=True)]
+    r = M.paired_difference(a, b)
+    assert r["mean"] == pytest.approx(0.01) and r["n"] == 5
+    assert r["ci95"] == pytest.approx(0.0438994, abs=1e-6)
+    assert r["significant"] is False
+    # Wilcoxon: ranks 1-5, W- = 5; P(W+ <= 5) = 10/32 exactly, two-sided 0.625.
+    assert r["wilcoxon_p"] == pytest.approx(0.625)
+    # Sign test: 4 of 5 positive, two-sided 2 * 6/32 = 0.375.
+    assert r["sign_p"] == pytest.approx(0.375)
+    # A consistent gain is significant; an unpaired view of the same numbers would not be.
+    gain = M.paired_difference([x + 0.01 for x in b], b)
+    assert gain["significant"] is True and gain["ci95"] == pytest.approx(0.0, abs=1e-12)
+    assert M.paired_difference([0.5], [0.4])["ci95"] is None
+    with pytest.raises(ValueError):
+        M.paired_difference([0.1, 0.2], [0.1])

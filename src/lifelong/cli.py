@@ -72,7 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--benchmark", default="split-mnist", help="benchmark (default split-mnist)")
     cmp_.add_argument("--learners", default="stl,hps,tf,prognn,den,dfcnn",
                       help="comma-separated learners (default stl,hps,tf,prognn,den,dfcnn)")
-    cmp_.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    cmp_.add_argument("--seeds", type=int, default=5,
+                      help="number of seeds, 0..N-1 (default 5, the papers')")
+    cmp_.add_argument("--reference",
+                      help="learner every other is compared with, seed by seed (paired "
+                           "intervals and tests; default stl, else finetune, if compared)")
     cmp_.add_argument("--root", help="dataset directory for benchmarks that read your data")
     cmp_.add_argument("--epochs", type=int, help="training epochs per task (default: the paper's)")
     cmp_.add_argument("--out", help="comparison directory (default runs/compare-<benchmark>)")
@@ -217,9 +221,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare-{raw['run']['benchmark']}"
     if out.exists() and not out.is_dir():
         raise LifelongError(f"--out {out} is a file, not a directory")
+    if args.reference is not None and args.reference not in learners:
+        raise LifelongError(f"--reference {args.reference} is not one of --learners")
     compare(raw, learners, list(range(args.seeds)), out, per_learner=per_learner,
-                      overwrite=args.overwrite, progress=not args.quiet,
-                      echo=lambda line: print(line, flush=True))
+            overwrite=args.overwrite, progress=not args.quiet, reference=args.reference,
+            echo=lambda line: print(line, flush=True))
     print((out / "comparison.md").read_text(), end="")
     print(f"-> {out}/comparison.md, comparison.csv, comparison.json and plots")
     return 0

@@ -35,12 +35,16 @@ __all__ = ["compare", "METRICS", "skill_views", "NORMALIZED_TASKS"]
 #: results.json summary fields compared, with their table headings.
 METRICS = (
     ("mean_peak_accuracy", "peak accuracy"),
+    ("mean_best_val_accuracy", "test accuracy at best val"),
     ("mean_final_accuracy", "final accuracy"),
     ("mean_forgetting_ratio", "forgetting ratio"),
     ("mean_convergence_epochs", "convergence epochs"),
     ("train_seconds", "train seconds"),
     ("train_macs", "training MACs"),  # SKILL Table 1 (with final accuracy)
 )
+
+#: The accuracies compared seed by seed against the reference learner.
+PAIRED = ("mean_final_accuracy", "mean_best_val_accuracy", "mean_peak_accuracy")
 
 #: How many of the first tasks the normalized-accuracy view follows. The SKILL paper's
 #: Figure 5 shows 10; three keep the confidence bands readable in one panel.
@@ -77,7 +81,8 @@ def _same_settings(run_dir: Path, raw: dict[str, Any]) -> bool:
 
 def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], out: Path, *,
             per_learner: dict[str, dict[str, Any]] | None = None, overwrite: bool = False,
-            progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+            progress: bool = True, echo: Callable[[str], None] = print,
+            reference: str | None = None) -> dict[str, Any]:
     """Run (or reuse, or resume) every learner x seed and write the comparison to ``out``.
 
     Args:
@@ -90,6 +95,9 @@ def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], 
             settings are always reused).
         progress: show each run's progress bar.
         echo: where one line per run is reported.
+        reference: the learner every other one is compared with seed by seed (paired 95%
+            intervals of the differences, Wilcoxon signed-rank and sign tests); default
+            ``stl`` if compared, else ``finetune`` if compared, else none.
 
     Returns:
         The content of ``comparison.json``.
@@ -121,8 +129,35 @@ def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], 
         results[name].append(res)
         histories[name].append(read_history(run_dir))
     summary = _summarize(results, learners)
+    if reference is None:
+        reference = next((n for n in ("stl", "finetune") if n in learners), None)
+    if reference is not None and reference not in learners:
+        raise ConfigError(f"reference {reference!r} is not one of the compared learners")
+    summary["reference"] = reference
+    if reference is not None:
+        for name in learners:
+            if name != reference:
+                summary["learners"][name]["vs_reference"] = _paired(results[name],
+                                                                    results[reference])
     _write(out, summary, results, histories)
     return summary
+
+
+def _paired(runs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-seed differences of ``runs`` against the reference's runs of the same seeds
+    (:func:`lifelong.metrics.paired_difference`); None where no seed has both values."""
+    by_seed = {r["seed"]: r for r in ref}
+    out: dict[str, Any] = {}
+    for key in PAIRED:
+        a, b = [], []
+        for r in runs:
+            other = by_seed.get(r["seed"])
+            x, y = _metric(r, key), _metric(other, key) if other else None
+            if x is not None and y is not None:
+                a.append(x)
+                b.append(y)
+        out[key] = metrics.paired_difference(a, b) if a else None
+    return out
 
 
 def _fwt_vs_stl(results: dict[str, list[dict[str, Any]]], name: str) -> list[float]:
@@ -241,6 +276,16 @@ def _fmt(cell: dict[str, Any], digits: int = 3) -> str:
     return f"{cell['mean']:.{digits}f} ± {cell['ci95']:.{digits}f}"
 
 
+def _fmt_paired(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "-"
+    if cell["ci95"] is None:  # one seed: no interval
+        return f"{cell['mean']:+.3f} (1 seed)"
+    p = "-" if cell["wilcoxon_p"] is None else f"{cell['wilcoxon_p']:.2g}"
+    return f"{cell['mean']:+.3f} ± {cell['ci95']:.3f}{' *' if cell['significant'] else ''} " \
+           f"(p {p}, n {cell['n']})"
+
+
 def _fmt_macs(cell: dict[str, Any]) -> str:
     """MACs span many orders of magnitude (SKILL Table 1: 1.7E+16 to 4.5E+18)."""
     if cell["mean"] is None:
@@ -285,6 +330,19 @@ def _write(out: Path, summary: dict[str, Any], results: dict[str, list[dict[str,
             cells.append(_fmt(r["forward_transfer_vs_stl"]) if "forward_transfer_vs_stl" in r
                          else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['parameters']:,} |")
+    ref = summary.get("reference")
+    if ref is not None:
+        lines += ["", f"## Paired against {ref}, seed by seed", "",
+                  f"Mean difference to {ref} over the seeds both ran ± half-width of the 95% "
+                  "Student-t interval of the per-seed differences; `*`: the interval excludes "
+                  "0. p: two-sided Wilcoxon signed-rank test.", "",
+                  "| learner | " + " | ".join(dict(METRICS)[k] for k in PAIRED) + " |",
+                  "|---" * (len(PAIRED) + 1) + "|"]
+        for name, r in rows.items():
+            if name == ref:
+                continue
+            lines.append(f"| {name} | " + " | ".join(
+                _fmt_paired(r["vs_reference"][k]) for k in PAIRED) + " |")
     atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
 
     buf = io.StringIO()

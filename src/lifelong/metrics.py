@@ -24,7 +24,7 @@ from lifelong.history import History
 __all__ = ["accuracy_matrix", "peak_accuracy", "final_accuracy", "forgetting_ratio",
            "convergence_epochs", "average_accuracy", "backward_transfer", "forgetting",
            "forward_transfer_vs_stl", "normalized_accuracy", "mean_ignoring_nan", "summarize",
-           "per_task", "confidence_interval"]
+           "per_task", "confidence_interval", "best_val_accuracy", "paired_difference"]
 
 
 def _nanmax(x: np.ndarray) -> float:
@@ -70,6 +70,26 @@ def peak_accuracy(h: History) -> np.ndarray:
         (NaN if task j has no rows).
     """
     return np.array([_nanmax(h.test[h.rows_of_task(j), j]) for j in range(h.num_tasks)])
+
+
+def best_val_accuracy(h: History) -> np.ndarray:
+    """Test accuracy of each task at the evaluation, during its own training, where its
+    *validation* accuracy was highest (the first such row on ties): the model selection a
+    reviewer accepts, unlike :func:`peak_accuracy`, which is a maximum over test scores and
+    grows with the number of evaluations (``eval_every``).
+
+    Returns:
+        (T,) array; NaN for a task with no rows or no finite validation accuracy.
+    """
+    out = np.full(h.num_tasks, np.nan)
+    for j in range(h.num_tasks):
+        rows = h.rows_of_task(j)
+        val = h.val[rows, j] if rows.size else np.array([])
+        ok = np.isfinite(val)
+        if ok.any():
+            best = rows[np.flatnonzero(ok)[np.argmax(val[ok])]]
+            out[j] = h.test[best, j]
+    return out
 
 
 def final_accuracy(h: History) -> np.ndarray:
@@ -215,7 +235,8 @@ def summarize(h: History, parameters: int, train_seconds: float) -> dict:
         train_seconds: Total training time in seconds.
 
     Returns:
-        Dict with keys ``mean_peak_accuracy``, ``mean_final_accuracy``,
+        Dict with keys ``mean_peak_accuracy``, ``mean_best_val_accuracy``
+        (:func:`best_val_accuracy`), ``mean_final_accuracy``,
         ``mean_forgetting_ratio``, ``mean_convergence_epochs`` (means over tasks, NaN
         ignored), ``average_accuracy`` (last entry of :func:`average_accuracy`),
         ``backward_transfer``, ``train_seconds`` and ``parameters``.
@@ -224,6 +245,7 @@ def summarize(h: History, parameters: int, train_seconds: float) -> dict:
     avg = average_accuracy(R)
     return {
         "mean_peak_accuracy": mean_ignoring_nan(peak_accuracy(h)),
+        "mean_best_val_accuracy": mean_ignoring_nan(best_val_accuracy(h)),
         "mean_final_accuracy": mean_ignoring_nan(final_accuracy(h)),
         "mean_forgetting_ratio": mean_ignoring_nan(forgetting_ratio(h)),
         "mean_convergence_epochs": mean_ignoring_nan(convergence_epochs(h)),
@@ -282,3 +304,38 @@ def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
 
     sem = float(a.std(ddof=1)) / math.sqrt(a.size)
     return mean, float(t.ppf((1.0 + level) / 2.0, a.size - 1)) * sem
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95
+                      ) -> dict[str, float | int | None]:
+    """Paired comparison of two learners over the same seeds: ``a[k]`` and ``b[k]`` come
+    from runs with seed k (same data split, same initialisation draws), so their
+    differences d = a - b are the sample, not two independent samples.
+
+    Returns:
+        ``mean`` and ``ci95`` (mean of d and half-width of its Student-t interval at
+        ``level``), ``n``, ``wilcoxon_p`` (two-sided Wilcoxon signed-rank test, exact for
+        small n; None when every difference is 0 or n < 2), ``sign_p`` (two-sided sign
+        test on the non-zero differences; None when there are none) and ``significant``
+        (the interval excludes 0; False for n < 2).
+
+    Raises:
+        ValueError: Different lengths, no pairs, or non-finite values.
+    """
+    x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"paired_difference needs equal, non-empty samples: {x.size}, {y.size}")
+    d = x - y
+    mean, half = confidence_interval(d, level)
+    from scipy.stats import binomtest, wilcoxon
+
+    nonzero = d[d != 0]
+    w = None
+    if d.size >= 2 and nonzero.size:
+        w = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    sign = None
+    if nonzero.size:
+        sign = float(binomtest(int((nonzero > 0).sum()), int(nonzero.size), 0.5).pvalue)
+    return {"mean": mean, "ci95": half if d.size > 1 else None, "n": int(d.size),
+            "wilcoxon_p": w, "sign_p": sign,
+            "significant": bool(d.size > 1 and abs(mean) > half)}
