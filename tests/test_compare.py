@@ -10,7 +10,7 @@ import pytest
 
 from lifelong.cli import main
 from lifelong.compare import compare
-from lifelong.errors import RunError
+from lifelong.errors import ConfigError, RunError
 from lifelong.metrics import confidence_interval
 
 RAW = {"run": {"benchmark": "synthetic", "epochs": 2}, "benchmark": {}, "learner": {}}
@@ -77,3 +77,28 @@ def test_compare_cli_per_learner_settings_and_bad_input(tmp_path, capsys):
                      *argv]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_memory_gives_every_rehearsal_method_the_same_buffer(tmp_path, monkeypatch):
+    from lifelong import plots
+
+    for name in ("plot_accuracy_over_time", "plot_forgetting_ratio", "plot_accuracy_panels",
+                 "plot_bars_with_ci", "plot_grouped_bars", "plot_average_accuracy",
+                 "plot_curves_over_tasks", "plot_curve_panels"):
+        monkeypatch.setattr(plots, name, lambda *args, **kwargs: None)
+    raw = {"run": {"benchmark": "synthetic", "epochs": 1, "setting": "class-il"},
+           "benchmark": {}, "learner": {}}
+    rehearsal = ["er", "agem", "der", "derpp", "icarl"]
+    summary = compare(raw, [*rehearsal, "finetune"], [0], tmp_path / "cmp", progress=False,
+                      echo=lambda _: None, memory=30)
+    rows = summary["learners"]
+    # 30 stored examples each at the end (iCaRL: 5 exemplars for each of the 6 classes)
+    assert {n: rows[n]["memory_examples"]["mean"] for n in rehearsal} == dict.fromkeys(
+        rehearsal, 30.0)
+    assert all(rows[n]["replay_per_step"]["mean"] > 0 for n in rehearsal)
+    assert "memory_examples" in rows["finetune"] and rows["finetune"]["memory_examples"][
+        "mean"] == 0
+    assert "stored examples" in (tmp_path / "cmp" / "comparison.md").read_text()
+    with pytest.raises(ConfigError):  # --memory sets the buffer itself
+        compare(raw, ["er"], [0], tmp_path / "x", progress=False, echo=lambda _: None,
+                memory=30, per_learner={"er": {"buffer_size": 10}})

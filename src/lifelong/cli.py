@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="comma-separated learners (default stl,hps,tf,prognn,den,dfcnn)")
     cmp_.add_argument("--seeds", type=int, default=5,
                       help="number of seeds, 0..N-1 (default 5, the papers')")
+    cmp_.add_argument("--memory", type=int,
+                      help="stored examples for every rehearsal method (ER, A-GEM, DER, "
+                           "DER++, iCaRL): compare at equal memory")
     cmp_.add_argument("--reference",
                       help="learner every other is compared with, seed by seed (paired "
                            "intervals and tests; default stl, else finetune, if compared)")
@@ -225,6 +228,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise LifelongError(f"--reference {args.reference} is not one of --learners")
     compare(raw, learners, list(range(args.seeds)), out, per_learner=per_learner,
             overwrite=args.overwrite, progress=not args.quiet, reference=args.reference,
+            memory=args.memory,
             echo=lambda line: print(line, flush=True))
     print((out / "comparison.md").read_text(), end="")
     print(f"-> {out}/comparison.md, comparison.csv, comparison.json and plots")

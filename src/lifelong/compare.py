@@ -70,6 +70,27 @@ def _experiments(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[i
     return out
 
 
+def _with_memory(learners: Sequence[str], per_learner: dict[str, dict[str, Any]],
+                 memory: int | None) -> dict[str, dict[str, Any]]:
+    """``per_learner`` with every rehearsal method's memory set to ``memory`` examples."""
+    if memory is None:
+        return per_learner
+    if memory < 1:
+        raise ConfigError("--memory must be >= 1")
+    out = {k: dict(v) for k, v in per_learner.items()}
+    for name in learners:
+        cls, _ = resolve_learner(name)
+        budget = getattr(cls.Config, "with_memory", None)  # declared by rehearsal configs
+        if budget is None:
+            continue
+        settings = budget(memory)
+        clash = sorted(set(settings) & set(out.get(name, {})))
+        if clash:
+            raise ConfigError(f"--memory sets {name}.{clash[0]} itself")
+        out[name] = {**out.get(name, {}), **settings}
+    return out
+
+
 def _same_settings(run_dir: Path, raw: dict[str, Any]) -> bool:
     """Whether the run in ``run_dir`` was made with exactly these settings."""
     try:
@@ -82,7 +103,7 @@ def _same_settings(run_dir: Path, raw: dict[str, Any]) -> bool:
 def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], out: Path, *,
             per_learner: dict[str, dict[str, Any]] | None = None, overwrite: bool = False,
             progress: bool = True, echo: Callable[[str], None] = print,
-            reference: str | None = None) -> dict[str, Any]:
+            reference: str | None = None, memory: int | None = None) -> dict[str, Any]:
     """Run (or reuse, or resume) every learner x seed and write the comparison to ``out``.
 
     Args:
@@ -98,11 +119,14 @@ def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], 
         reference: the learner every other one is compared with seed by seed (paired 95%
             intervals of the differences, Wilcoxon signed-rank and sign tests); default
             ``stl`` if compared, else ``finetune`` if compared, else none.
+        memory: give every rehearsal method (a learner whose config has ``with_memory``)
+            the same number of stored examples; the table then shows each method's memory
+            and stored examples replayed per step, as measured.
 
     Returns:
         The content of ``comparison.json``.
     """
-    per_learner = per_learner or {}
+    per_learner = _with_memory(learners, per_learner or {}, memory)
     plan = _experiments(raw, learners, seeds, per_learner)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in learners}
@@ -184,6 +208,11 @@ def _summarize(results: dict[str, list[dict[str, Any]]], learners: Sequence[str]
             row[key] = _interval(values)
         if "stl" in results and name != "stl":
             row["forward_transfer_vs_stl"] = _interval(_fwt_vs_stl(results, name))
+        for key in ("memory_examples", "replay_per_step"):  # rehearsal methods' report
+            values = [float(v) for r in runs
+                      if (v := r.get("learner_report", {}).get(key)) is not None]
+            if values:
+                row[key] = _interval(values)
         row["skill_views"] = _views_json(skill_views(_matrices(runs)))
         rows[name] = row
     first = results[learners[0]][0]
@@ -330,6 +359,14 @@ def _write(out: Path, summary: dict[str, Any], results: dict[str, list[dict[str,
             cells.append(_fmt(r["forward_transfer_vs_stl"]) if "forward_transfer_vs_stl" in r
                          else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['parameters']:,} |")
+    if any("memory_examples" in r for r in rows.values()):
+        lines += ["", "Memory: stored training examples at the end of the stream, and stored "
+                  "examples trained on per step (measured means).", "",
+                  "| learner | stored examples | replayed per step |", "|---|---|---|"]
+        for name, r in rows.items():
+            if "memory_examples" in r:
+                lines.append(f"| {name} | {r['memory_examples']['mean']:.0f} | "
+                             f"{r['replay_per_step']['mean']:.1f} |")
     ref = summary.get("reference")
     if ref is not None:
         lines += ["", f"## Paired against {ref}, seed by seed", "",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from lifelong.config import check
-from lifelong.learners.cl.common import CLConfig, CLLearner, TensorStore
+from lifelong.learners.cl.common import CLConfig, CLLearner, ReservoirBuffer, TensorStore
 from lifelong.tasks import Batch, Task
 
 __all__ = ["AGEM", "AGEMConfig", "agem_project"]
@@ -31,11 +31,21 @@ class AGEMConfig(CLConfig):
     # equal share of the memory, chosen at the task's end, as in Mammoth and the A-GEM code.
     mem_per_task: int = 40
     ref_batch: int = 128
+    # Equal-memory comparisons (compare --memory N): a reservoir of N examples over every
+    # training example seen, as ER's and DER's buffers, instead of a share per task; None
+    # keeps the per-task memory above.
+    mem_total: int | None = None
+
+    @classmethod
+    def with_memory(cls, n: int) -> dict[str, Any]:
+        """Settings that keep at most ``n`` stored examples (``compare --memory``)."""
+        return {"mem_total": n}
 
     def validate(self) -> None:
         super().validate()
         check(self.mem_per_task >= 1 and self.ref_batch >= 1,
               "mem_per_task and ref_batch must be >= 1")
+        check(self.mem_total is None or self.mem_total >= 1, "mem_total must be >= 1")
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
@@ -53,7 +63,8 @@ class AGEM(CLLearner):
 
     def __init__(self, cfg: AGEMConfig, ctx) -> None:
         super().__init__(cfg, ctx)
-        self.memory = TensorStore()
+        self.memory: TensorStore = (ReservoirBuffer(cfg.mem_total) if cfg.mem_total
+                                    else TensorStore())
 
     def _flat_grad(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
         return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
@@ -66,6 +77,7 @@ class AGEM(CLLearner):
         params = self.trainable()
         g_ref = None
         mem = self.memory.sample(self.cfg.ref_batch, self.gen)
+        self.note_replay(len(mem["y"]) if mem else 0)
         if mem:
             self.optimizer.zero_grad(set_to_none=True)
             h = self.net.features(mem["x"])
@@ -87,13 +99,20 @@ class AGEM(CLLearner):
                     p.grad = new[offset:offset + k].view_as(p).clone()
                     offset += k
         self.optimizer.step()
+        if isinstance(self.memory, ReservoirBuffer):
+            self.memory.add(self.gen, x=batch.x, y=batch.y,
+                            task=torch.full_like(batch.y, batch.task_id))
         return {"loss": self.logged(loss, len(batch.y)), "projected": projected}
 
     def end_task(self, task: Task) -> None:
         # An equal share per class of the task's memory slots, chosen at random.
-        per_class = max(1, self.cfg.mem_per_task // task.num_classes)
-        self.remember_per_class(self.memory, task, per_class)
+        if not isinstance(self.memory, ReservoirBuffer):
+            per_class = max(1, self.cfg.mem_per_task // task.num_classes)
+            self.remember_per_class(self.memory, task, per_class)
         super().end_task(task)
+
+    def stored_examples(self) -> int:
+        return len(self.memory)
 
     def method_state(self) -> dict[str, Any]:
         return {"memory": self.memory.state_dict()}

@@ -119,6 +119,7 @@ class CLLearner(Learner):
 
     def __init__(self, cfg: CLConfig, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
+        self._replayed = [0, 0]  # stored examples trained on, steps (note_replay)
         self.net = self.build_net().to(self.device)
         self.num_classes: dict[int, int] = {}
         self.class_ids: dict[int, list[int]] = {}
@@ -131,6 +132,22 @@ class CLLearner(Learner):
         self.gen = torch.Generator().manual_seed(1_000_003 * ctx.seed + 17)
 
     # -- building ----------------------------------------------------------------------------
+    def stored_examples(self) -> int:
+        """Training examples the method keeps in memory now (0: no rehearsal)."""
+        return 0
+
+    def note_replay(self, rows: int) -> None:
+        """Record that a step trained on ``rows`` stored examples (rehearsal methods)."""
+        self._replayed[0] += int(rows)
+        self._replayed[1] += 1
+
+    def report(self) -> dict[str, Any]:
+        """Memory held at the end and stored examples per step, measured (for comparisons
+        at equal memory; ``lifelong compare --memory``)."""
+        total, steps = self._replayed
+        return {"memory_examples": self.stored_examples(),
+                "replay_per_step": total / steps if steps else 0.0}
+
     def build_net(self) -> nn.Module:
         return MultiHeadNet(self.ctx.net, self.ctx.input_shape, self.cfg.backbone,
                             self.cfg.finetune_backbone)

@@ -38,6 +38,11 @@ class DERConfig(CLConfig):
         super().validate()
         check(self.buffer_size >= 1 and self.replay_batch >= 1,
               "buffer_size and replay_batch must be >= 1")
+
+    @classmethod
+    def with_memory(cls, n: int) -> dict[str, Any]:
+        """Settings that keep at most ``n`` stored examples (``compare --memory``)."""
+        return {"buffer_size": n}
         check(self.alpha >= 0, "alpha must be >= 0")
 
 
@@ -82,6 +87,7 @@ class DER(CLLearner):
         r = self.cfg.replay_batch
         first = self.buffer.sample(r, self.gen)
         second = self.buffer.sample(r, self.gen) if (self.plus and first) else {}
+        self.note_replay(sum(len(s["y"]) for s in (first, second) if s))
         parts = [batch.x] + ([first["x"]] if first else []) + ([second["x"]] if second else [])
         h = self.net.features(torch.cat(parts))  # one forward pass over all of them
         h_cur = h[:n]
@@ -121,6 +127,9 @@ class DER(CLLearner):
                         width=torch.full_like(batch.y, stored.shape[1]))
         # "loss" is the current batch's cross-entropy, comparable across learners
         return {"loss": self.logged(self.reduce(ce), n), "mse": mse.detach()}
+
+    def stored_examples(self) -> int:
+        return len(self.buffer)
 
     def method_state(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

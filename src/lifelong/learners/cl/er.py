@@ -32,6 +32,11 @@ class ERConfig(CLConfig):
     buffer_size: int = 200  # reservoir only (Mammoth's smallest seq-mnist buffer)
     replay_batch: int | None = None  # None: the current batch's size (Mammoth seq-mnist: 10)
 
+    @classmethod
+    def with_memory(cls, n: int) -> dict[str, Any]:
+        """Settings that keep at most ``n`` stored examples (``compare --memory``)."""
+        return {"buffer": "reservoir", "buffer_size": n}
+
     def validate(self) -> None:
         super().validate()
         check(self.per_class >= 1 and self.buffer_size >= 1,
@@ -54,6 +59,7 @@ class ER(CLLearner):
         self.net.train()
         n = len(batch.y)
         replay = self.memory.sample(self.cfg.replay_batch or n, self.gen)  # O(r) gather
+        self.note_replay(len(replay["y"]) if replay else 0)
         # one forward pass over current (rows :n) + replayed (rows n:) examples: (n + r, D)
         h = self.net.features(torch.cat([batch.x, replay["x"]]) if replay else batch.x)
         if not replay:
@@ -89,6 +95,9 @@ class ER(CLLearner):
         if self.cfg.buffer == "class-balanced":
             self.remember_per_class(self.memory, task, self.cfg.per_class)
         super().end_task(task)
+
+    def stored_examples(self) -> int:
+        return len(self.memory)
 
     def method_state(self) -> dict[str, Any]:
         return {"memory": self.memory.state_dict()}

@@ -61,6 +61,11 @@ class ICaRLConfig(CLConfig):
     # each exemplar about once per epoch as in the paper's union of new data and exemplars
     replay_batch: int | None = None
 
+    @classmethod
+    def with_memory(cls, n: int) -> dict[str, Any]:
+        """Settings that keep at most ``n`` stored examples (``compare --memory``)."""
+        return {"memory": n}
+
     def validate(self) -> None:
         super().validate()
         check(self.memory >= 1, "memory must be >= 1")
@@ -143,6 +148,7 @@ class ICaRL(CLLearner):
         col = batch.y + self.offsets[batch.task_id]  # (n,)
         r = self._replay_size(n)
         replay = self.exemplars.sample(r, self.gen) if r > 0 else {}
+        self.note_replay(len(replay["y"]) if replay else 0)
         if replay:
             x = torch.cat([x, replay["x"]])
             col = torch.cat([col, self._columns(replay["y"], replay["task"])])
@@ -236,6 +242,9 @@ class ICaRL(CLLearner):
         return self.scatter_global(scores)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def stored_examples(self) -> int:
+        return len(self.exemplars)
+
     def method_state(self) -> dict[str, Any]:
         return {"exemplars": self.exemplars.state_dict(),
                 "old": None if self.old is None else self.old.state_dict(),
