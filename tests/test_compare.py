@@ -102,3 +102,39 @@ def test_memory_gives_every_rehearsal_method_the_same_buffer(tmp_path, monkeypat
     with pytest.raises(ConfigError):  # --memory sets the buffer itself
         compare(raw, ["er"], [0], tmp_path / "x", progress=False, echo=lambda _: None,
                 memory=30, per_learner={"er": {"buffer_size": 10}})
+
+
+@pytest.mark.system
+def test_the_grid_on_ray_gives_the_local_grids_results(tmp_path, monkeypatch):
+    """Two runs at once as Ray tasks on a local (loopback) cluster: the same accuracy
+    matrices as one after another in this process; finished runs are reused."""
+    ray = pytest.importorskip("ray")
+    from lifelong import plots
+    from lifelong.compare import GridBackend
+
+    for name in ("plot_accuracy_over_time", "plot_forgetting_ratio", "plot_accuracy_panels",
+                 "plot_bars_with_ci", "plot_grouped_bars", "plot_average_accuracy",
+                 "plot_curves_over_tasks", "plot_curve_panels"):
+        monkeypatch.setattr(plots, name, lambda *args, **kwargs: None)
+    raw = {"run": {"benchmark": "synthetic", "epochs": 1, "threads": 1}, "benchmark": {},
+           "learner": {}}
+    local = compare(raw, ["hps", "ewc"], [0, 1], tmp_path / "local", progress=False,
+                    echo=lambda _: None)
+    lines: list[str] = []
+    try:
+        remote = compare(raw, ["hps", "ewc"], [0, 1], tmp_path / "ray", progress=False,
+                         echo=lines.append, backend=GridBackend("ray", workers=2))
+        again: list[str] = []
+        compare(raw, ["hps", "ewc"], [0, 1], tmp_path / "ray", progress=False,
+                echo=again.append, backend=GridBackend("ray", workers=2))
+    finally:
+        ray.shutdown()
+    assert len(lines) == 4 and all("trained" in ln for ln in lines)
+    assert all("reused" in ln for ln in again)
+    for name in ("hps", "ewc"):
+        for s in (0, 1):
+            a, b = (json.loads((tmp_path / d / name / f"seed{s}" / "results.json").read_text())
+                    for d in ("local", "ray"))
+            assert a["accuracy_matrix"] == b["accuracy_matrix"], (name, s)
+    assert remote["learners"]["hps"]["mean_final_accuracy"]["values"] == \
+        local["learners"]["hps"]["mean_final_accuracy"]["values"]

@@ -74,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="comma-separated learners (default stl,hps,tf,prognn,den,dfcnn)")
     cmp_.add_argument("--seeds", type=int, default=5,
                       help="number of seeds, 0..N-1 (default 5, the papers')")
+    cmp_.add_argument("--backend", choices=["local", "ray"], default="local",
+                      help="local (default): runs one after another; ray: each run a Ray "
+                           "task with --cpus-per-run CPUs")
+    cmp_.add_argument("--address", default="",
+                      help="Ray cluster to join (auto or HOST:PORT); default: a local "
+                           "cluster on 127.0.0.1 with --workers x --cpus-per-run CPUs")
+    cmp_.add_argument("--workers", type=int, default=2,
+                      help="runs at once on a local Ray cluster (default 2)")
+    cmp_.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per run (default 1)")
+    cmp_.add_argument("--gpus-per-run", type=float, default=0.0,
+                      help="GPUs per run, fractional allowed (default 0)")
     cmp_.add_argument("--memory", type=int,
                       help="stored examples for every rehearsal method (ER, A-GEM, DER, "
                            "DER++, iCaRL): compare at equal memory")
@@ -226,9 +237,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise LifelongError(f"--out {out} is a file, not a directory")
     if args.reference is not None and args.reference not in learners:
         raise LifelongError(f"--reference {args.reference} is not one of --learners")
+    from lifelong.compare import GridBackend
+
+    grid = GridBackend(backend=args.backend, address=args.address, workers=args.workers,
+                       cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
     compare(raw, learners, list(range(args.seeds)), out, per_learner=per_learner,
             overwrite=args.overwrite, progress=not args.quiet, reference=args.reference,
-            memory=args.memory,
+            memory=args.memory, backend=grid,
             echo=lambda line: print(line, flush=True))
     print((out / "comparison.md").read_text(), end="")
     print(f"-> {out}/comparison.md, comparison.csv, comparison.json and plots")

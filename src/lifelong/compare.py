@@ -13,8 +13,9 @@ import csv
 import io
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from lifelong.learners import resolve_learner
 from lifelong.macs import learner_train_macs
 from lifelong.outputs import matrix_from_json, read_history, read_results
 
-__all__ = ["compare", "METRICS", "skill_views", "NORMALIZED_TASKS"]
+__all__ = ["compare", "GridBackend", "METRICS", "skill_views", "NORMALIZED_TASKS"]
 
 #: results.json summary fields compared, with their table headings.
 METRICS = (
@@ -70,6 +71,30 @@ def _experiments(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[i
     return out
 
 
+@dataclass(frozen=True)
+class GridBackend:
+    """Where ``compare`` runs its (learner, seed) grid.
+
+    ``local``: one run after another in this process. ``ray``: each run that needs training
+    is a Ray task with ``cpus_per_run`` CPUs (and torch threads) and ``gpus_per_run`` GPUs;
+    without ``address`` a local cluster of ``workers x cpus_per_run`` CPUs is started on
+    127.0.0.1 (``lifelong.skill.ray_cluster``). Results are the same either way: each run
+    is seeded by its own settings alone.
+    """
+
+    backend: Literal["local", "ray"] = "local"
+    address: str = ""
+    workers: int = 2
+    cpus_per_run: int = 1
+    gpus_per_run: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"backend must be local or ray, not {self.backend!r}")
+        if self.workers < 1 or self.cpus_per_run < 1 or self.gpus_per_run < 0:
+            raise ConfigError("workers and cpus_per_run must be >= 1, gpus_per_run >= 0")
+
+
 def _with_memory(learners: Sequence[str], per_learner: dict[str, dict[str, Any]],
                  memory: int | None) -> dict[str, dict[str, Any]]:
     """``per_learner`` with every rehearsal method's memory set to ``memory`` examples."""
@@ -103,7 +128,8 @@ def _same_settings(run_dir: Path, raw: dict[str, Any]) -> bool:
 def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], out: Path, *,
             per_learner: dict[str, dict[str, Any]] | None = None, overwrite: bool = False,
             progress: bool = True, echo: Callable[[str], None] = print,
-            reference: str | None = None, memory: int | None = None) -> dict[str, Any]:
+            reference: str | None = None, memory: int | None = None,
+            backend: GridBackend | None = None) -> dict[str, Any]:
     """Run (or reuse, or resume) every learner x seed and write the comparison to ``out``.
 
     Args:
@@ -122,35 +148,37 @@ def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], 
         memory: give every rehearsal method (a learner whose config has ``with_memory``)
             the same number of stored examples; the table then shows each method's memory
             and stored examples replayed per step, as measured.
+        backend: where the runs execute (:class:`GridBackend`): one after another in this
+            process (default), or as Ray tasks, each with its own CPUs (and GPUs).
 
     Returns:
         The content of ``comparison.json``.
     """
+    backend = backend or GridBackend()
     per_learner = _with_memory(learners, per_learner or {}, memory)
     plan = _experiments(raw, learners, seeds, per_learner)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in learners}
-    histories: dict[str, list[History]] = {name: [] for name in learners}
-    for i, ((name, seed), r) in enumerate(plan.items(), start=1):
+    jobs = []  # (name, seed, run_dir, action, raw) in plan order; checked before any trains
+    for (name, seed), r in plan.items():
         run_dir = out / name / f"seed{seed}"
-        start = time.perf_counter()
         exists = run_dir.is_dir() and any(run_dir.iterdir())
         same = exists and _same_settings(run_dir, r)
         if exists and not same and not overwrite:
             raise RunError(f"{run_dir} holds a run with other settings; use another --out "
                            "or --overwrite")
         if same and (run_dir / "results.json").is_file():
-            res, how = read_results(run_dir), "reused"
+            action = "reused"
         elif same and has_checkpoint(run_dir / "checkpoint"):
-            res, how = run_experiment({}, resume=run_dir, progress=progress), "resumed"
+            action = "resumed"
         else:
-            res = run_experiment(r, out=run_dir, overwrite=exists, progress=progress)
-            how = "trained"
-        s = res["summary"]
-        echo(f"[{i}/{len(plan)}] {name} seed {seed}: {how}, peak {s['mean_peak_accuracy']:.3f}, "
-             f"forgetting ratio {s['mean_forgetting_ratio']:.3f} "
-             f"({time.perf_counter() - start:.0f} s)")
-        results[name].append(res)
+            action = "trained" if not exists else "retrained"
+        jobs.append((name, seed, run_dir, action, r))
+    executor = _run_local if backend.backend == "local" else _run_ray
+    done = executor(jobs, backend, progress, echo)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in learners}
+    histories: dict[str, list[History]] = {name: [] for name in learners}
+    for name, _, run_dir, _, _ in jobs:  # in plan order, whatever order they finished in
+        results[name].append(done[run_dir])
         histories[name].append(read_history(run_dir))
     summary = _summarize(results, learners)
     if reference is None:
@@ -182,6 +210,97 @@ def _paired(runs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, 
                 b.append(y)
         out[key] = metrics.paired_difference(a, b) if a else None
     return out
+
+
+def _execute(run_dir: Path, action: str, raw: dict[str, Any], progress: bool
+             ) -> dict[str, Any]:
+    """One run of the grid: read, resume or train it; returns its results."""
+    if action == "reused":
+        return read_results(run_dir)
+    if action == "resumed":
+        return run_experiment({}, resume=run_dir, progress=progress)
+    return run_experiment(raw, out=run_dir, overwrite=action == "retrained", progress=progress)
+
+
+def _line(i: int, total: int, name: str, seed: int, action: str, res: dict[str, Any],
+          seconds: float) -> str:
+    s = res["summary"]
+    how = "trained" if action == "retrained" else action
+    return (f"[{i}/{total}] {name} seed {seed}: {how}, peak {s['mean_peak_accuracy']:.3f}, "
+            f"forgetting ratio {s['mean_forgetting_ratio']:.3f} ({seconds:.0f} s)")
+
+
+def _run_local(jobs: list[tuple[str, int, Path, str, dict[str, Any]]], backend: GridBackend,
+               progress: bool, echo: Callable[[str], None]) -> dict[Path, dict[str, Any]]:
+    """The grid one run after another in this process."""
+    done = {}
+    for i, (name, seed, run_dir, action, raw) in enumerate(jobs, start=1):
+        start = time.perf_counter()
+        done[run_dir] = _execute(run_dir, action, raw, progress)
+        echo(_line(i, len(jobs), name, seed, action, done[run_dir],
+                   time.perf_counter() - start))
+    return done
+
+
+def _remote_run(run_dir: str, action: str, raw: dict[str, Any], threads: int
+                ) -> dict[str, Any]:
+    """A grid run in a Ray worker: its own process, ``threads`` torch threads."""
+    import torch
+
+    from lifelong._allocator import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    res = _execute(Path(run_dir), action, raw, progress=False)
+    return {"results": res, "seconds": time.perf_counter() - start}
+
+
+def _run_ray(jobs: list[tuple[str, int, Path, str, dict[str, Any]]], backend: GridBackend,
+             progress: bool, echo: Callable[[str], None]) -> dict[Path, dict[str, Any]]:
+    """Every run that needs training as a Ray task with ``cpus_per_run`` CPUs (and
+    ``gpus_per_run`` GPUs); finished runs are read here. A run that raises is re-raised
+    here with its one-line reason after the others have finished (each run directory stays
+    resumable)."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    from lifelong.skill.ray_cluster import check_address, start_ray
+
+    check_address(backend.address)
+    done: dict[Path, dict[str, Any]] = {}
+    todo = []
+    for i, (name, seed, run_dir, action, raw) in enumerate(jobs, start=1):
+        if action == "reused":
+            done[run_dir] = read_results(run_dir)
+            echo(_line(i, len(jobs), name, seed, action, done[run_dir], 0.0))
+        else:
+            todo.append((i, name, seed, run_dir, action, raw))
+    if not todo:
+        return done
+    if not ray.is_initialized():
+        start_ray(backend.workers * backend.cpus_per_run, backend.address)
+    task = ray.remote(num_cpus=backend.cpus_per_run, num_gpus=backend.gpus_per_run,
+                      max_retries=0)(_remote_run)
+    pending = {task.remote(str(run_dir.resolve()), action, raw, backend.cpus_per_run):
+               (i, name, seed, run_dir, action) for i, name, seed, run_dir, action, raw in todo}
+    failed: list[str] = []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        i, name, seed, run_dir, action = pending.pop(ready[0])
+        try:
+            out = ray.get(ready[0])
+        except RayTaskError as err:
+            cause = getattr(err, "cause", None) or err
+            failed.append(f"{name} seed {seed}: {' '.join(str(cause).split())[:200]}")
+            echo(f"[{i}/{len(jobs)}] {name} seed {seed}: failed ({failed[-1]})")
+            continue
+        done[run_dir] = out["results"]
+        echo(_line(i, len(jobs), name, seed, action, out["results"], out["seconds"]))
+    if failed:
+        raise RunError(f"{len(failed)} run(s) failed, e.g. {failed[0]}; run the command "
+                       "again to resume them")
+    return done
 
 
 def _fwt_vs_stl(results: dict[str, list[dict[str, Any]]], name: str) -> list[float]:
