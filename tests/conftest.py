@@ -16,3 +16,24 @@ def _no_runs_in_repo(tmp_path, monkeypatch):
     """Default run directories (runs/...) land in the test's temporary directory."""
     monkeypatch.chdir(tmp_path)
     yield
+
+
+#: The kind of every test file (CONTRIBUTING.md): ``pytest -m "not system"`` is the quick loop.
+KINDS = {
+    "unit": ("test_metrics", "test_config", "test_formats", "test_checkpoint", "test_plots",
+             "test_bundle_trust", "test_lasem", "test_lasem_em", "test_dfcnn", "test_engine"),
+    "contract": ("test_learners", "test_contributing", "test_baselines", "test_cl_baselines",
+                 "test_cl_isolation", "test_lll"),
+    "protocol": ("test_benchmarks",),
+    "system": ("test_runner", "test_cli", "test_compare", "test_compare_views",
+               "test_population", "test_population_faults"),
+}
+_KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        kind = _KIND_OF.get(item.path.stem)
+        if kind is None:
+            raise pytest.UsageError(f"{item.path.name}: add it to KINDS in tests/conftest.py")
+        item.add_marker(getattr(pytest.mark, kind))
