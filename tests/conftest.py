@@ -11,6 +11,24 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory):
+    """The backbone engine's graph cache in a session directory (never ~/.cache), with the
+    tiny test backbone's graphs exported once for the session (image sizes 16 and 32; the
+    cache serves every later learner, and subprocesses inherit the variable)."""
+    from lifelong.backbones import BACKBONES
+    from lifelong.backbones.onnx_cache import ENV, load_graph
+
+    path = tmp_path_factory.mktemp("engine-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV, str(path))
+        for size in (16, 32):
+            net = BACKBONES.get("tiny-cnn")(image_size=size)
+            for stop in range(1, net.num_stages + 1):
+                load_graph(net, stop)
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def _no_runs_in_repo(tmp_path, monkeypatch):
     """Default run directories (runs/...) land in the test's temporary directory."""

@@ -7,6 +7,10 @@ multiply-accumulates actually spent counted.
 - Partial BB: the activations entering the first stage with biases are cached the same way;
   each step then runs only the top stages, and so do the raw features of those images (the
   task anchor's input).
+- Bias-free passes (raw features, the frozen prefix below the first biased stage) run in
+  the learner's inference engine (``lifelong.backbones.engine``: ONNX Runtime on CPU by
+  default, else PyTorch); passes with biases, and everything back-propagated, run in
+  PyTorch.
 - MACs per image of each kind of pass are counted once with
   ``torch.utils.flop_counter.FlopCounterMode`` on the backbone itself, then multiplied by the
   number of images actually processed (``on_macs`` receives them).
@@ -20,27 +24,31 @@ from typing import Callable
 import torch
 
 from lifelong.backbones.base import Backbone
+from lifelong.backbones.engine import Engine, TorchEngine
 from lifelong.skill.h2t import h2t_features
 
 __all__ = ["FeatureExtractor", "pass_batch"]
 
 
-
 def pass_batch(device: torch.device) -> int:
     """Images per backbone pass. On CPU small batches are faster: EfficientNet-Lite0 at
     96 px, 1 thread, 375 images took 2.1-2.6 CPU s in batches of 32, 2.9-3.7 in 64 and
-    4.2-5.0 in 128 (the larger batches' activations no longer fit the cache). Accelerators
-    want large batches."""
+    4.2-5.0 in 128 (the larger batches' activations no longer fit the cache). ONNX Runtime
+    on the same task: 327, 332, 322, 287 images/s in batches of 16, 32, 64, 128 (wall,
+    512 images). Accelerators want large batches."""
     return 32 if device.type == "cpu" else 256
 
 
 class FeatureExtractor:
-    """A backbone with per-image caches and MAC counting."""
+    """A backbone with per-image caches and MAC counting; ``engine`` computes its
+    bias-free passes (default: PyTorch)."""
 
-    def __init__(self, backbone: Backbone, bb_from: int, device: torch.device) -> None:
+    def __init__(self, backbone: Backbone, bb_from: int, device: torch.device,
+                 engine: Engine | None = None) -> None:
         self.backbone = backbone
         self.bb_from = bb_from
         self.device = device
+        self.engine: Engine = engine if engine is not None else TorchEngine(backbone)
         self._raw: dict[bytes, torch.Tensor] = {}
         self._stage_inputs: dict[int, dict[bytes, torch.Tensor]] = {}
         self._unit: dict[tuple[str, int], int] = {}
@@ -125,10 +133,8 @@ class FeatureExtractor:
                 self.on_macs(len(todo) * self.unit_macs("top", self.bb_from))
 
         def compute(xs: torch.Tensor) -> torch.Tensor:
-            # biases off only when the backbone runs: use_bb visits every conv layer
-            # (49 module attribute writes), a cost cache hits should not pay each step
-            b.use_bb(None)
-            return b(xs)
+            # (b, D) without biases, from the engine, on the learner's device
+            return self.engine.prefix(xs, b.num_stages).to(self.device)
 
         return self._cached(x, self._raw, compute, self.unit_macs("forward"))
 
@@ -145,8 +151,8 @@ class FeatureExtractor:
             finally:
                 b.use_bb(None)
         cache = self._stage_inputs.setdefault(start, {})
-        b.use_bb(None)
-        h = self._cached(x, cache, lambda xs: b.stage_input(xs, start),
+        # the frozen prefix (no biases below ``start``) in the engine: (B, C, H', W')
+        h = self._cached(x, cache, lambda xs: self.engine.prefix(xs, start).to(self.device),
                          self.unit_macs("stage_input", start))
         b.use_bb(bb, start)
         try:

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.backbones import BACKBONES, Backbone
+from lifelong.backbones.engine import make_engine
 from lifelong.config import Config, check
 from lifelong.errors import ConfigError
 from lifelong.learners.base import Learner, LearnerContext
@@ -71,6 +72,10 @@ class LLLConfig(Config):
     synonym_threshold: float = 0.9  # names this similar count as the same class
     h2t: bool = False  # BB + Head2Toe (needs bb)
     h2t_fraction: float = 0.01  # share of the biases whose channels the head also reads
+    # Bias-free backbone passes (features, anchors, evaluation, partial BB's frozen prefix):
+    # "auto" = ONNX Runtime on CPU (4-10x eager PyTorch there), PyTorch on CUDA/MPS.
+    # Training through biases always runs in PyTorch (lifelong.backbones.engine).
+    engine: Literal["auto", "torch", "onnxruntime"] = "auto"
 
     def validate(self) -> None:
         check(self.image_size >= 16, "image_size must be >= 16")
@@ -122,7 +127,12 @@ class LLL(Learner):
         if cfg.bb == "partial" and cfg.bb_stages > self.backbone.num_stages:
             raise ConfigError(f"bb_stages: {cfg.backbone} has {self.backbone.num_stages} stages")
         self.bb_from = 0 if cfg.bb == "full" else max(0, self.backbone.num_stages - cfg.bb_stages)
-        self.extract = FeatureExtractor(self.backbone, self.bb_from, self.device)
+        # the engine's graphs: all stages (raw features), and with partial BB the frozen
+        # prefix whose output the biased top stages start from
+        stops = [self.backbone.num_stages] + ([self.bb_from] if cfg.bb == "partial" and
+                                              self.bb_from > 0 else [])
+        engine = make_engine(self.backbone, cfg.engine, self.device, stops)
+        self.extract = FeatureExtractor(self.backbone, self.bb_from, self.device, engine)
         self.extract.on_macs = self._count
         self.seed = ctx.seed
         self.bundles: dict[int, Bundle] = {}  # task id -> bundle (own and received)
@@ -323,7 +333,9 @@ class LLL(Learner):
                         bb=None if cur["bb"] is None else cur["bb"].detach().cpu(),
                         anchor=anchor, bb_from_stage=cur["bb_from"], head_norm=self.cfg.head_norm,
                         h2t_index=None if index is None else index.cpu(),
-                        info={"task_id": task.id, "class_ids": list(task.class_ids)})
+                        info={"task_id": task.id, "class_ids": list(task.class_ids),
+                              # features differ across engines in the last float bits
+                              "engine": self.extract.engine.name})
         self.current = None
         self._add(task.id, encode(bundle, self._anchor_dtype()))
 
@@ -573,5 +585,6 @@ class LLL(Learner):
                 "inference_macs_per_image": fwd * (1 if self.cfg.bb == "none" else 2),
                 "learning": {str(t): v for t, v in sorted(self.learning.items())},
                 "bb": self.cfg.bb, "mapper": self.cfg.mapper,
+                "engine": self.extract.engine.name,  # as resolved (auto, fallback)
                 **({"maha_shrinkage": self.mapper().shrinkage_ if self.bundles else None}
                    if self.cfg.mapper == "maha" else {})}
