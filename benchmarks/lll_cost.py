@@ -16,12 +16,20 @@ each batch with its rows in ``Batch.index``) in one process, each with a fresh l
               exactly E epochs each (--epochs, no early stopping), so the BB ratios are
               per-epoch comparable; anchor and bundle included as in a real task
 
+    engines   the no-BB task (real schedule) with each backbone engine
+              (``learner.engine=torch`` and ``onnxruntime``), alternating, ``--repeat``
+              times each, each against its own engine's forward pass; then each engine's
+              last learner also learns the next task (untimed) and both tasks' test images
+              give its task-mapper and oracle accuracy
+
 and prints
     (a') no-BB task time / forward time over train + validation images
                                                 (target <= 1.2: head and anchor nearly free)
     (a)  no-BB task time / forward time over the training images only
     (b)  partial-BB time / full-BB time          (E epochs each)
     (c)  full-BB time / no-BB time               (E epochs each)
+    (a') per engine, the no-BB task's speed-up with ONNX Runtime over eager PyTorch (wall
+         and CPU), their MACs, mapper and oracle accuracy
 with the ratios of the MACs counted by the learner (``torch.utils.flop_counter`` per image
 and pass, times the images processed) beside them. (a') is the median of ``--repeat``
 no-BB tasks, each against the forward passes timed just before and after it; (a) is taken
@@ -90,24 +98,71 @@ class Clock:
 
 
 def build(args: argparse.Namespace, **learner: Any) -> Experiment:
-    """The experiment of a variant (learner overrides) on the chosen benchmark."""
+    """The experiment of a variant (learner overrides) on the chosen benchmark; the
+    backbone engine is ``--engine`` unless a variant sets its own."""
     raw = {"run": {"benchmark": "shipped-mix", "learner": "lll", "setting": "class-il",
                    "seed": args.seed, "batch_size": 32, "threads": args.threads},
            "benchmark": {"num_tasks": args.num_tasks},
            "learner": {"image_size": args.image_size, "mapper": args.mapper,
-                       "bb_stages": args.bb_stages, **learner}}
+                       "bb_stages": args.bb_stages, "engine": args.engine, **learner}}
     return make_experiment(raw)
 
 
 def forward_time(learner: LLL, x: torch.Tensor) -> Timing:
     """One no-grad backbone forward pass over the images ``x`` (N, 3, 32, 32) -> (N, 1280)
-    features, in the learner's own batches (``extract.batch``); nothing cached."""
+    features, in the learner's own batches (``extract.batch``) and with its engine (the
+    one its featurisation uses); nothing cached."""
     learner.backbone.use_bb(None)
-    step = learner.extract.batch
+    step, engine, stop = learner.extract.batch, learner.extract.engine, learner.backbone.num_stages
     with Clock() as c, torch.no_grad():
         for start in range(0, len(x), step):
-            learner.backbone(x[start:start + step])
+            engine.prefix(x[start:start + step], stop)
     return c.t
+
+
+@torch.no_grad()
+def accuracy(learner: LLL, tasks: list[Task]) -> tuple[float, float]:
+    """Task-mapper accuracy (the mapper picks the image's task) and oracle accuracy (the
+    true task's head) over the test images of ``tasks``, all of which ``learner`` holds."""
+    mapped = oracle = n = 0
+    for task in tasks:
+        x, y = task.test.images(), task.test.labels
+        mapped += int((learner.map_task(x) == task.id).sum())
+        oracle += int((learner.predict(x, task.id).argmax(1).cpu() == y).sum())
+        n += len(y)
+    return mapped / n, oracle / n
+
+
+def compare_engines(args: argparse.Namespace, stream: Any, task: Task,
+                    x_all: torch.Tensor) -> dict[str, Any]:
+    """(a') with each engine from this run: ``--repeat`` no-BB tasks per engine, engines
+    alternating (machine drift hits both), each timed against its own engine's forward pass
+    over train + val just before it; then accuracy after the next task too."""
+    engines = ("torch", "onnxruntime")
+    runs: dict[str, list[tuple[Timing, Timing]]] = {e: [] for e in engines}
+    last: dict[str, LLL] = {}
+    for _ in range(args.repeat):
+        for e in engines:
+            learner = build(args, engine=e).build_learner(stream, torch.device("cpu"))
+            fwd = forward_time(learner, x_all)
+            runs[e].append((learn(learner, task, args.max_epochs, args.seed), fwd))
+            last[e] = learner
+    out: dict[str, Any] = {}
+    nxt = stream[(task.id + 1) % len(stream)]
+    for e in engines:
+        learner = last[e]
+        wall_s = [t.wall for t, _ in runs[e]]
+        cpu_s = [t.cpu for t, _ in runs[e]]
+        ratios = [t.get(args.clock) / f.get(args.clock) for t, f in runs[e]]
+        macs = learner.train_macs[task.id]
+        learn(learner, nxt, args.max_epochs, args.seed)  # untimed: a second task to map
+        mapper, oracle = accuracy(learner, [task, nxt])
+        out[e] = {"engine": learner.extract.engine.name, "wall": wall_s, "cpu": cpu_s,
+                  "forward_wall": [f.wall for _, f in runs[e]],
+                  "forward_cpu": [f.cpu for _, f in runs[e]], "ratios_a_train_val": ratios,
+                  "train_macs": macs, "mapper": mapper, "oracle": oracle,
+                  "epochs": int(runs[e][-1][0].parts["epochs"])}
+    return out
 
 
 def learn(learner: LLL, task: Task, epochs: int, seed: int) -> Timing:
@@ -150,6 +205,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="no-BB tasks timed for (a)")
     p.add_argument("--clock", default="cpu", choices=("cpu", "wall"),
                    help="time used in the ratios")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnxruntime"),
+                   help="backbone engine of the main variants (the engine section runs both)")
     p.add_argument("--json", help="also write the measurements to this file")
     args = p.parse_args()
     keep_freed_memory()  # as the command line does
@@ -176,6 +233,8 @@ def main() -> None:
     # learner still measures its own MAC units, inside its timing.
     with torch.no_grad():
         warm.backbone(task.train.images(np.arange(min(8, n_train))))
+        warm.extract.engine.prefix(task.train.images(np.arange(min(8, n_train))),
+                                   warm.backbone.num_stages)
     warm.extract.unit_macs("forward", 0)
     import sklearn.mixture  # noqa: F401
 
@@ -290,6 +349,26 @@ def main() -> None:
     print(f"inference MACs per image: no BB {inf_none:.3e} (one pass serves mapper and head), "
           f"BB {inf_bb:.3e} (a second pass with the task's biases)")
 
+    print()
+    print(f"(a') with each backbone engine, this run ({args.repeat} no-BB tasks each, "
+          f"alternating; main variants above: engine {warm.extract.engine.name}):")
+    eng = compare_engines(args, stream, task, x_all)
+    med = {e: {k: float(np.median(v[k])) for k in ("wall", "cpu", "ratios_a_train_val")}
+           for e, v in eng.items()}
+    print("| engine | epochs | wall s (median) | CPU s (median) | (a') time / own forward "
+          "over train + val | training MACs | mapper acc (2 tasks) | oracle acc |")
+    print("|---|---|---|---|---|---|---|---|")
+    for e, v in eng.items():
+        print(f"| {v['engine']} | {v['epochs']} | {med[e]['wall']:.2f} | {med[e]['cpu']:.2f} | "
+              f"{med[e]['ratios_a_train_val']:.2f} | {v['train_macs']:.3e} | {v['mapper']:.3f} "
+              f"| {v['oracle']:.3f} |")
+    t, o = med["torch"], med["onnxruntime"]
+    print(f"  no-BB task, onnxruntime over torch: {t['wall'] / o['wall']:.2f}x faster in wall "
+          f"time, {t['cpu'] / o['cpu']:.2f}x in CPU time; MACs equal: "
+          f"{eng['torch']['train_macs'] == eng['onnxruntime']['train_macs']}; mapper "
+          f"{eng['torch']['mapper']:.3f} vs {eng['onnxruntime']['mapper']:.3f}, oracle "
+          f"{eng['torch']['oracle']:.3f} vs {eng['onnxruntime']['oracle']:.3f}")
+
     if args.json:
         out = {"task": task.name, "n_train": n_train, "n_val": n_val, "args": vars(args),
                "forward": vars(fwd), "forward_train_val": vars(fwd_all),
@@ -304,7 +383,8 @@ def main() -> None:
                             for k, t in timings.items()},
                "ratios_a": ratios_a, "ratios_a_train_val": ratios_a2,
                "ratios": {"a": ra, "a_train_val": ra_all, "b": rb,
-                                                "c": rc}}
+                                                "c": rc},
+               "engines": eng}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
 
