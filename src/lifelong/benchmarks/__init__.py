@@ -6,6 +6,7 @@ from lifelong.benchmarks.base import Benchmark, TrainingDefaults
 from lifelong.benchmarks.cifar import SplitCIFAR10, SplitCIFAR100
 from lifelong.benchmarks.folders import Folder, OfficeHome
 from lifelong.benchmarks.mixed import ShippedMix
+from lifelong.benchmarks.planted import Planted
 from lifelong.benchmarks.split_mnist import SplitDigits, SplitMNIST
 from lifelong.benchmarks.stl10 import STL10Lifelong
 from lifelong.benchmarks.synthetic import Synthetic
@@ -23,3 +24,4 @@ BENCHMARKS.register("office-home")(OfficeHome)
 BENCHMARKS.register("folder")(Folder)
 BENCHMARKS.register("synthetic")(Synthetic)
 BENCHMARKS.register("shipped-mix")(ShippedMix)
+BENCHMARKS.register("planted")(Planted)

@@ -123,6 +123,7 @@ class LASEM(SelectiveLearner):
         self.counts = np.zeros(n)  # n_c of Eq. 1
         self.post_sum, self.post_batches = np.zeros(n), 0  # for prior=average
         self.epoch_post, self.epoch_batches = np.zeros(n), 0
+        self.last_pl_sum = 0.0  # the previous batch's sum of prior x likelihood
 
     # -- the E-step's ingredients --------------------------------------------------------------
     def prior_probs(self) -> np.ndarray:
@@ -179,11 +180,12 @@ class LASEM(SelectiveLearner):
         weights, the conv features of the first evaluated set (with grad) and how many
         configurations were evaluated.
 
-        Exact (epsilon = 0): every configuration, one pass. Truncated: first the smallest
-        set by prior holding 1 - epsilon of the prior mass (one pass, with grad, usually all
-        the M-step needs); if the certificate of :func:`kept_set` fails, the next
-        configurations by prior are evaluated (no grad) until the remaining prior mass is
-        below epsilon * sum(pl) / (1 - epsilon), which certifies it. The M-step trains the
+        Exact (epsilon = 0): every configuration, one pass. Truncated: first the fewest
+        configurations by prior whose remaining prior mass is below epsilon * S / (1 -
+        epsilon), S the previous batch's sum of prior x likelihood (one pass, with grad,
+        usually all the M-step needs); if that does not certify this batch (:func:`kept_set`),
+        the next configurations by prior are evaluated (no grad) until the remaining prior
+        mass is below epsilon * sum(pl) / (1 - epsilon), which does. The M-step trains the
         kept set K with weights pl / sum_K pl: the exact posterior differs from them by at
         most epsilon in total variation (the mass outside K)."""
         n, eps = len(self.configs), self.cfg.epsilon
@@ -192,26 +194,34 @@ class LASEM(SelectiveLearner):
         if eps == 0:
             first = np.arange(n)
         else:
-            mass = np.cumsum(prior[by_prior])
-            first = by_prior[: min(int(np.searchsorted(mass, 1 - eps - 1e-12)) + 1, n)]
+            # Guess the set the certificate will need from the previous batch's
+            # sum(prior x likelihood), so that one pass usually suffices (a second pass
+            # costs a forward of its own); on a task's first batch, everything.
+            allowed = eps * self.last_pl_sum / (1 - eps)
+            tail = np.append(np.cumsum(prior[by_prior][::-1])[::-1], 0.0)  # mass of [k:]
+            k = max(int(np.flatnonzero(tail <= allowed)[0]), 1)
+            # evaluated in the configurations' own order: with nothing dropped the numbers
+            # are those of the exact algorithm, bit for bit
+            first = np.sort(by_prior[:k])
         feats = self.config_features(x, task_id, [self.configs[i] for i in first])
         lik = np.zeros(n)
         lik[first] = self._eval_likelihood(feats, y, task_id)
         evaluated = first
-        rest = by_prior[len(first):]
+        rest = by_prior[len(first):]  # by decreasing prior
         if len(rest):
             pl_sum = float((prior[first] * lik[first]).sum())
             allowed = eps * pl_sum / (1 - eps)
             if prior[rest].sum() > allowed:  # not certified: evaluate more, forward only
                 tail = np.cumsum(prior[rest][::-1])[::-1]  # prior mass of rest[k:]
                 k = int(np.flatnonzero(np.append(tail, 0.0) <= allowed)[0])
-                more = rest[:k]
+                more = np.sort(rest[:k])
                 with torch.no_grad():
                     more_feats = self.config_features(x, task_id,
                                                       [self.configs[i] for i in more])
                 lik[more] = self._eval_likelihood(more_feats, y, task_id)
-                evaluated = np.concatenate([first, more])
+                evaluated = np.sort(np.concatenate([first, more]))
         pl = prior * lik
+        self.last_pl_sum = float(pl[evaluated].sum())
         unevaluated = np.setdiff1d(np.arange(n), evaluated)
         post = np.zeros(n)
         total = pl[evaluated].sum()
@@ -219,15 +229,11 @@ class LASEM(SelectiveLearner):
         post[evaluated] = pl[evaluated] / total if total > 0 else 1 / len(evaluated)
         if eps == 0:
             keep = np.arange(n)
-        else:
-            keep = kept_set(post, evaluated, float(prior[unevaluated].sum()) / total
-                            if total > 0 else 0.0, eps)
+        else:  # in the configurations' own order, as ``first``
+            keep = np.sort(kept_set(post, evaluated, float(prior[unevaluated].sum()) / total
+                                    if total > 0 else 0.0, eps))
         weights = post[keep] / post[keep].sum()
-        reuse = feats if np.array_equal(np.sort(keep), np.sort(first)) else None
-        if reuse is not None:  # the M-step runs on first's features: align the weights
-            order = {int(c): i for i, c in enumerate(keep)}
-            weights = np.array([weights[order[int(c)]] for c in first])
-            keep = first
+        reuse = feats if np.array_equal(keep, first) else None
         return post, keep, reuse, weights, len(evaluated)
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -297,6 +303,7 @@ class LASEM(SelectiveLearner):
             "counts": torch.tensor(self.counts), "post_sum": torch.tensor(self.post_sum),
             "post_batches": self.post_batches, "epoch_post": torch.tensor(self.epoch_post),
             "epoch_batches": self.epoch_batches, "cost": dict(self.cost),
+            "last_pl_sum": self.last_pl_sum,
             "traces": [[t, tr] for t, tr in self.traces.items()],
         }
         return state
@@ -309,4 +316,5 @@ class LASEM(SelectiveLearner):
         self.epoch_post = s["epoch_post"].numpy().copy()
         self.epoch_batches = int(s["epoch_batches"])
         self.cost = {k: int(v) for k, v in s["cost"].items()}
+        self.last_pl_sum = float(s["last_pl_sum"])
         self.traces = {int(t): tr for t, tr in s["traces"]}
