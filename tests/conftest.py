@@ -43,7 +43,7 @@ KINDS = {
     "contract": ("test_learners", "test_contributing", "test_baselines", "test_cl_baselines",
                  "test_cl_isolation", "test_lll"),
     "protocol": ("test_benchmarks",),
-    "system": ("test_runner", "test_cli", "test_compare", "test_compare_views",
+    "system": ("test_runner", "test_cli", "test_compare", "test_compare_views", "test_tune",
                "test_population", "test_population_faults"),
 }
 _KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}

@@ -194,8 +194,10 @@ def test_mean_ignoring_nan() -> None:
 def test_summarize(h: History) -> None:
     s = M.summarize(h, parameters=np.int64(1234), train_seconds=np.float32(12.5))
     assert set(s) == {"mean_peak_accuracy", "mean_best_val_accuracy", "mean_final_accuracy",
-                      "mean_forgetting_ratio", "mean_convergence_epochs", "average_accuracy",
-                      "backward_transfer", "train_seconds", "parameters"}
+                      "mean_final_val_accuracy", "mean_forgetting_ratio",
+                      "mean_convergence_epochs", "average_accuracy", "backward_transfer",
+                      "train_seconds", "parameters"}
+    assert s["mean_final_val_accuracy"] == pytest.approx(0.58)  # val = test here
     assert s["mean_best_val_accuracy"] == pytest.approx(1.9 / 3)  # val = test here
     # (0.6 + 0.8 + 0.5)/3; (0.36 + 0.88 + 0.5)/3; (0.6 + 1.1 + 1.0)/3; (2 + 2 + 1)/3.
     assert s["mean_peak_accuracy"] == pytest.approx(1.9 / 3)

@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per run (default 1)")
     cmp_.add_argument("--gpus-per-run", type=float, default=0.0,
                       help="GPUs per run, fractional allowed (default 0)")
+    cmp_.add_argument("--tuned", metavar="TUNED_JSON",
+                      help="apply the values `lifelong tune` chose (its tuned.json)")
     cmp_.add_argument("--memory", type=int,
                       help="stored examples for every rehearsal method (ER, A-GEM, DER, "
                            "DER++, iCaRL): compare at equal memory")
@@ -103,6 +105,25 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("overrides", nargs="*", metavar="key=value",
                       help="overrides for every run (epochs=5, benchmark.KEY=..., learner.KEY=...)"
                            " or for one learner (LEARNER.KEY=..., e.g. dfcnn.kb_l2=1e-7)")
+
+    tun = sub.add_parser(
+        "tune", help="choose learners' method constants on validation data only",
+        description="For every learner with a declared search space, train each candidate "
+                    "(the grid, or --trials of it) with test evaluation off and pick the best "
+                    "mean validation accuracy after the last task; writes tuned.json for "
+                    "`lifelong compare --tuned`.")
+    tun.add_argument("--benchmark", default="split-mnist", help="benchmark (default split-mnist)")
+    tun.add_argument("--learners", required=True, help="comma-separated learners")
+    tun.add_argument("--seeds", type=int, default=1, help="tuning seeds, 0..N-1 (default 1)")
+    tun.add_argument("--trials", type=int, help="candidates drawn from each grid (default all)")
+    tun.add_argument("--root", help="dataset directory for benchmarks that read your data")
+    tun.add_argument("--epochs", type=int, help="training epochs per task (default: the paper's)")
+    tun.add_argument("--out", help="tuning directory (default runs/tune-<benchmark>)")
+    tun.add_argument("--config", help="YAML file with run/benchmark/learner sections")
+    tun.add_argument("--device", help="auto (default), cpu, cuda or mps")
+    tun.add_argument("--threads", type=int, help="torch CPU threads")
+    tun.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_common(tun)
 
     sk = sub.add_parser(
         "skill", help="a SKILL population: agents learn tasks in parallel and share them",
@@ -235,6 +256,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare-{raw['run']['benchmark']}"
     if out.exists() and not out.is_dir():
         raise LifelongError(f"--out {out} is a file, not a directory")
+    if args.tuned:
+        from lifelong.tune import load_tuned
+
+        for name, values in load_tuned(args.tuned, learners).items():
+            clash = sorted(set(values) & set(per_learner.get(name, {})))
+            if clash:
+                raise LifelongError(f"{name}.{clash[0]} is given and in --tuned {args.tuned}")
+            per_learner[name] = {**per_learner.get(name, {}), **values}
     if args.reference is not None and args.reference not in learners:
         raise LifelongError(f"--reference {args.reference} is not one of --learners")
     from lifelong.compare import GridBackend
@@ -307,6 +336,28 @@ def _print_skill(results: dict[str, Any], out: Path) -> int:
     if failed:
         print(f"calls that failed and were skipped: {len(failed)} (see results.json)")
     print(f"-> {out}/results.json, table2.md, accuracy.png, agent-*/log.jsonl")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from lifelong.tune import TUNED_FILE, tune
+
+    learners = [n.strip() for n in args.learners.split(",") if n.strip()]
+    if not learners or len(set(learners)) != len(learners):
+        raise LifelongError("--learners needs distinct learner names, e.g. ewc,si,lwf")
+    if not 1 <= args.seeds <= 100:
+        raise LifelongError("--seeds must be between 1 and 100")
+    raw = _raw_from_args(args, flags_used=("benchmark", "epochs", "device", "threads"))
+    _check_root(raw["run"]["benchmark"], raw["benchmark"])
+    out = Path(args.out) if args.out else Path("runs") / f"tune-{raw['run']['benchmark']}"
+    if out.exists() and not out.is_dir():
+        raise LifelongError(f"--out {out} is a file, not a directory")
+    summary = tune(raw, learners, out, seeds=list(range(args.seeds)), trials=args.trials,
+                   progress=not args.quiet, echo=lambda line: print(line, flush=True))
+    for name, v in summary["learners"].items():
+        score = "-" if v["score"] is None else f"{v['score']:.4f}"
+        print(f"{name}: {v['values'] or 'defaults'} (validation {score})")
+    print(f"-> {out / TUNED_FILE}; use it with: lifelong compare --tuned {out / TUNED_FILE}")
     return 0
 
 
@@ -450,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_skill(args)
         if args.command == "bundle":
             return _cmd_bundle(args)
+        if args.command == "tune":
+            return _cmd_tune(args)
         if args.data_command == "list":
             return _cmd_data_list(args)
         return _cmd_data_describe(args)

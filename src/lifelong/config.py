@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union
+from typing import Any, ClassVar, Literal, Mapping, TypeVar, Union
 
 import yaml
 
@@ -31,7 +31,15 @@ C = TypeVar("C", bound="Config")
 
 @dataclass
 class Config:
-    """Base of every typed config. Subclasses add fields and may override :meth:`validate`."""
+    """Base of every typed config. Subclasses add fields and may override :meth:`validate`.
+
+    ``SEARCH`` is the method's search space for ``lifelong tune`` (field -> candidate
+    values, from the literature's ranges; empty: nothing to tune) and ``SEARCH_SOURCE`` says
+    where the ranges come from.
+    """
+
+    SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    SEARCH_SOURCE: ClassVar[str] = ""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values out of range (called after construction)."""
@@ -75,6 +83,10 @@ class RunConfig(Config):
     # left out of train_seconds, estimated by the unmeasured steps' mean). `lifelong
     # compare` turns it on for its MAC column. Learners that count their own (LLL) always do.
     count_macs: bool = False
+    # Evaluate the test splits (every eval_every epochs). Off: only validation accuracy is
+    # recorded and test accuracies are NaN; `lifelong tune` runs this way, so that model
+    # selection never reads a test split.
+    evaluate_test: bool = True
 
     def validate(self) -> None:
         check(self.epochs is None or self.epochs >= 1, "epochs must be >= 1")

@@ -236,7 +236,8 @@ def summarize(h: History, parameters: int, train_seconds: float) -> dict:
 
     Returns:
         Dict with keys ``mean_peak_accuracy``, ``mean_best_val_accuracy``
-        (:func:`best_val_accuracy`), ``mean_final_accuracy``,
+        (:func:`best_val_accuracy`), ``mean_final_val_accuracy`` (validation accuracy of
+        every task at the last row), ``mean_final_accuracy``,
         ``mean_forgetting_ratio``, ``mean_convergence_epochs`` (means over tasks, NaN
         ignored), ``average_accuracy`` (last entry of :func:`average_accuracy`),
         ``backward_transfer``, ``train_seconds`` and ``parameters``.
@@ -246,6 +247,9 @@ def summarize(h: History, parameters: int, train_seconds: float) -> dict:
     return {
         "mean_peak_accuracy": mean_ignoring_nan(peak_accuracy(h)),
         "mean_best_val_accuracy": mean_ignoring_nan(best_val_accuracy(h)),
+        # validation accuracy of every task after the last one (lifelong tune's score)
+        "mean_final_val_accuracy": (mean_ignoring_nan(h.val[-1]) if len(h.epoch)
+                                    else None),
         "mean_final_accuracy": mean_ignoring_nan(final_accuracy(h)),
         "mean_forgetting_ratio": mean_ignoring_nan(forgetting_ratio(h)),
         "mean_convergence_epochs": mean_ignoring_nan(convergence_epochs(h)),

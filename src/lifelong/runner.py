@@ -321,6 +321,9 @@ class Runner:
         val, test, views = [], [], {}
         for t in self.stream.tasks[: current + 1]:
             val.append(evaluate(self.learner, t, t.val, self.device, setting)["acc"])
+            if not self.exp.run.evaluate_test:  # model selection: the test split is not read
+                test.append(float("nan"))
+                continue
             res = evaluate(self.learner, t, t.test, self.device, setting, views=True)
             test.append(res.pop("acc"))
             for name, value in res.items():

@@ -14,7 +14,7 @@ it was stored, and the MSE covers those columns only (later classes did not exis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,8 @@ class DERConfig(CLConfig):
     # alpha 0.2, replay batch 10.
     buffer_size: int = 200
     alpha: float = 0.2
+    SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {"alpha": (0.1, 0.2, 0.5, 1.0)}
+    SEARCH_SOURCE: ClassVar[str] = "Buzzega et al. 2020's alpha grid (0.1-1)"
     replay_batch: int = 10
 
     def validate(self) -> None:
@@ -53,6 +55,9 @@ class DERPPConfig(DERConfig):
     buffer_size: int = 500
     alpha: float = 1.0
     beta: float = 0.5
+    SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {"alpha": (0.1, 0.5, 1.0),
+                                                   "beta": (0.1, 0.5, 1.0)}
+    SEARCH_SOURCE: ClassVar[str] = "Buzzega et al. 2020's alpha and beta grids (0.1-1)"
 
     def validate(self) -> None:
         super().validate()

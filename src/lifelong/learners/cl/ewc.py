@@ -23,7 +23,7 @@ own head; in class-il it is the softmax over all classes seen so far.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -49,6 +49,11 @@ class EWCConfig(CLConfig):
     # lambda * sum F d^2; with Kirkpatrick's lambda/2 form that is lambda = 180. Kirkpatrick
     # et al. publish no Split-MNIST value.
     ewc_lambda: float = 180.0
+    # A log grid from no penalty to the 1e6 a review found needed with TF-RMSProp, batch 10
+    # (Mammoth's and Avalanche's tuned values, 90-180 here, lie inside it).
+    SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "ewc_lambda": (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)}
+    SEARCH_SOURCE: ClassVar[str] = "log grid spanning Mammoth's seq-mnist value and 1e6"
     fisher: Literal["expected", "empirical"] = "expected"
     fisher_samples: int | None = None  # examples of the task used for F; None: all
 

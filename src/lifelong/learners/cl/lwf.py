@@ -35,7 +35,7 @@ training steps no longer contain an old-model forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,6 +58,8 @@ RECORD_BATCH = 128
 class LwFConfig(CLConfig):
     lwf_alpha: float = 1.0  # lambda_o = 1 (Li & Hoiem; also Mammoth's seq-mnist alpha)
     temperature: float = 2.0  # T = 2 (Li & Hoiem; Mammoth's softmax_temp)
+    SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {"lwf_alpha": (0.1, 0.5, 1.0, 2.0, 5.0)}
+    SEARCH_SOURCE: ClassVar[str] = "around Li & Hoiem's lambda_o = 1 (T kept at their 2)"
 
     def validate(self) -> None:
         super().validate()

@@ -14,7 +14,7 @@ L(theta) + lambda * sum_i Omega_i (theta_i - theta*_i)^2 with theta* the last ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -35,6 +35,9 @@ __all__ = ["MAS", "MASConfig", "mas_importance"]
 @dataclass
 class MASConfig(CLConfig):
     mas_lambda: float = 1.0  # Aljundi et al. 2018, lambda = 1 (also Avalanche's default)
+    SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "mas_lambda": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)}
+    SEARCH_SOURCE: ClassVar[str] = "log grid around Aljundi et al.'s lambda = 1"
     importance_samples: int | None = None  # examples of the task used; None: all
 
     def validate(self) -> None:

@@ -14,7 +14,7 @@ and later tasks minimise L(theta) + c * sum_i Omega_i (theta~_i - theta_i)^2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -31,6 +31,10 @@ class SIConfig(CLConfig):
     # Avalanche's Split-MNIST task-il reference run (continual-learning-baselines,
     # synaptic_intelligence.py: si_lambda 1, eps 0.1), whose published result is ACC 0.97.
     si_c: float = 1.0
+    # Zenke et al. (2017) chose c on validation data; Mammoth's and Avalanche's c (0.5-1)
+    # lie inside this log grid.
+    SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {"si_c": (0.01, 0.1, 0.5, 1.0, 5.0, 10.0)}
+    SEARCH_SOURCE: ClassVar[str] = "log grid around Mammoth's and Avalanche's c"
     si_xi: float = 0.1
 
     def validate(self) -> None:
