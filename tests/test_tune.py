@@ -83,3 +83,12 @@ def test_compare_applies_the_tuned_values(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error:")
     with pytest.raises(ConfigError):
         tune(RAW, ["ewc"], tmp_path / "t", trials=0, progress=False, echo=lambda _: None)
+
+
+def test_trials_made_with_other_settings_are_retrained_not_reused(tmp_path):
+    out = tmp_path / "t"
+    tune(RAW, ["ewc"], out, trials=1, progress=False, echo=lambda _: None)
+    shorter = {**RAW, "run": {**RAW["run"], "epochs": 1}}
+    tune(shorter, ["ewc"], out, trials=1, progress=False, echo=lambda _: None)
+    cfg = (out / "ewc" / "trial0" / "seed0" / "config.yaml").read_text()
+    assert "epochs: 1" in cfg  # the two-epoch trial was not taken for the one-epoch one

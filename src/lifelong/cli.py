@@ -24,6 +24,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "learner.KEY=...; they may come before or after the options")
 
 
+def _add_grid_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    """Options shared by the commands that train a grid of runs (compare, tune)."""
+    p.add_argument("--root", help="dataset directory for benchmarks that read your data")
+    p.add_argument("--epochs", type=int, help="training epochs per task (default: the paper's)")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--config", help="YAML file with run/benchmark/learner sections")
+    p.add_argument("--device", help="auto (default), cpu, cuda or mps")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, letting ``key=value`` overrides sit anywhere among the options."""
     parser = _parser()
@@ -93,15 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--reference",
                       help="learner every other is compared with, seed by seed (paired "
                            "intervals and tests; default stl, else finetune, if compared)")
-    cmp_.add_argument("--root", help="dataset directory for benchmarks that read your data")
-    cmp_.add_argument("--epochs", type=int, help="training epochs per task (default: the paper's)")
-    cmp_.add_argument("--out", help="comparison directory (default runs/compare-<benchmark>)")
-    cmp_.add_argument("--config", help="YAML file with run/benchmark/learner sections")
-    cmp_.add_argument("--device", help="auto (default), cpu, cuda or mps")
-    cmp_.add_argument("--threads", type=int, help="torch CPU threads")
+    _add_grid_options(cmp_, "comparison directory (default runs/compare-<benchmark>)")
     cmp_.add_argument("--overwrite", action="store_true",
                       help="retrain runs that exist with other settings")
-    cmp_.add_argument("--quiet", action="store_true", help="no progress bars")
     cmp_.add_argument("overrides", nargs="*", metavar="key=value",
                       help="overrides for every run (epochs=5, benchmark.KEY=..., learner.KEY=...)"
                            " or for one learner (LEARNER.KEY=..., e.g. dfcnn.kb_l2=1e-7)")
@@ -116,13 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     tun.add_argument("--learners", required=True, help="comma-separated learners")
     tun.add_argument("--seeds", type=int, default=1, help="tuning seeds, 0..N-1 (default 1)")
     tun.add_argument("--trials", type=int, help="candidates drawn from each grid (default all)")
-    tun.add_argument("--root", help="dataset directory for benchmarks that read your data")
-    tun.add_argument("--epochs", type=int, help="training epochs per task (default: the paper's)")
-    tun.add_argument("--out", help="tuning directory (default runs/tune-<benchmark>)")
-    tun.add_argument("--config", help="YAML file with run/benchmark/learner sections")
-    tun.add_argument("--device", help="auto (default), cpu, cuda or mps")
-    tun.add_argument("--threads", type=int, help="torch CPU threads")
-    tun.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_grid_options(tun, "tuning directory (default runs/tune-<benchmark>)")
     _add_common(tun)
 
     sk = sub.add_parser(

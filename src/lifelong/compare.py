@@ -116,7 +116,7 @@ def _with_memory(learners: Sequence[str], per_learner: dict[str, dict[str, Any]]
     return out
 
 
-def _same_settings(run_dir: Path, raw: dict[str, Any]) -> bool:
+def same_settings(run_dir: Path, raw: dict[str, Any]) -> bool:
     """Whether the run in ``run_dir`` was made with exactly these settings."""
     try:
         done = make_experiment(normalize_raw(load_run_config(run_dir)))
@@ -162,7 +162,7 @@ def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], 
     for (name, seed), r in plan.items():
         run_dir = out / name / f"seed{seed}"
         exists = run_dir.is_dir() and any(run_dir.iterdir())
-        same = exists and _same_settings(run_dir, r)
+        same = exists and same_settings(run_dir, r)
         if exists and not same and not overwrite:
             raise RunError(f"{run_dir} holds a run with other settings; use another --out "
                            "or --overwrite")

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lifelong.api import run_experiment
+from lifelong.compare import same_settings
 from lifelong.config import merge
 from lifelong.errors import ConfigError
 from lifelong.experiment import make_experiment
@@ -71,7 +72,8 @@ def tune(raw: dict[str, Any], learners: Sequence[str], out: Path, *,
                 r = merge(raw, {"run": {"learner": name, "seed": seed, "evaluate_test": False},
                                 "learner": values})
                 run_dir = out / name / f"trial{k}" / f"seed{seed}"
-                if (run_dir / "results.json").is_file():
+                # reuse a finished trial only if it was made with exactly these settings
+                if (run_dir / "results.json").is_file() and same_settings(run_dir, r):
                     res = read_results(run_dir)
                 else:
                     res = run_experiment(r, out=run_dir, overwrite=run_dir.exists(),

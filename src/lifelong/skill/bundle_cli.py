@@ -20,7 +20,7 @@ import torch
 from lifelong.errors import ConfigError
 from lifelong.skill.admission import Admission
 from lifelong.skill.bundle import BundleError, decode, describe
-from lifelong.skill.signing import MAGIC, TAG_BYTES, is_signed, read_key, verify
+from lifelong.skill.signing import is_signed, read_key, unwrap_unverified, verify
 
 __all__ = ["verify_files", "inspect_file"]
 
@@ -65,8 +65,7 @@ class _RunChecker:
 
 def _structure(data: bytes) -> str:
     signed = is_signed(data)
-    inner = bytes(data[len(MAGIC) + TAG_BYTES:]) if signed else bytes(data)
-    b = decode(inner)
+    b = decode(unwrap_unverified(data))
     note = "; signature not checked without --against" if signed else ""
     return f"ok (structure only, task key {b.key!r}{note})"
 
@@ -96,6 +95,5 @@ def inspect_file(path: str) -> dict[str, Any]:
     """Manifest, tensors and sizes of one bundle file (signed or not)."""
     data = _read(Path(path))
     signed = is_signed(data)
-    inner = bytes(data[len(MAGIC) + TAG_BYTES:]) if signed else data
-    out = describe(inner)
+    out = describe(unwrap_unverified(data))
     return {"path": str(path), "signed": signed, "file_bytes": len(data), **out}

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from lifelong.skill.bundle import BundleError
 
-__all__ = ["MAGIC", "new_key", "sign", "verify", "is_signed", "read_key", "write_key",
-           "KEY_FILE"]
+__all__ = ["MAGIC", "new_key", "sign", "verify", "is_signed", "unwrap_unverified", "read_key",
+           "write_key", "KEY_FILE"]
 
 MAGIC = b"lifelong-signed-bundle/1\n"
 TAG_BYTES = 32
@@ -48,6 +48,12 @@ def sign(key: bytes, data: bytes) -> bytes:
 
 def is_signed(data: bytes) -> bool:
     return bytes(data[: len(MAGIC)]) == MAGIC
+
+
+def unwrap_unverified(data: bytes) -> bytes:
+    """The bundle inside an envelope, or ``data`` itself if unsigned, *without* checking the
+    tag: only for looking at a file (``lifelong bundle inspect``), never for using it."""
+    return bytes(data[len(MAGIC) + TAG_BYTES:]) if is_signed(data) else bytes(data)
 
 
 def verify(key: bytes | None, data: bytes) -> bytes:
