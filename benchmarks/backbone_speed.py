@@ -19,10 +19,12 @@ the timings). Prints, each on its own line::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,12 +70,14 @@ def main() -> None:
         eager, onnx = TorchEngine(backbone), OnnxEngine(backbone, [backbone.num_stages])
         stop = backbone.num_stages
         times: dict[str, list[float]] = {"eager": [], "onnx": []}
-        _, ref = wall(lambda: eager.prefix(x, stop))  # warm-up calls, not timed
-        _, got = wall(lambda: onnx.prefix(x, stop))
+        run_eager = functools.partial(eager.prefix, x, stop)
+        run_onnx = functools.partial(onnx.prefix, x, stop)
+        _, ref = wall(run_eager)  # warm-up calls, not timed
+        _, got = wall(run_onnx)
         diff = float((ref - got).abs().max())
         for _ in range(args.repeat):  # alternate, so drift on a shared machine hits both
-            times["eager"].append(wall(lambda: eager.prefix(x, stop))[0])
-            times["onnx"].append(wall(lambda: onnx.prefix(x, stop))[0])
+            times["eager"].append(wall(run_eager)[0])
+            times["onnx"].append(wall(run_onnx)[0])
         e, o = statistics.median(times["eager"]), statistics.median(times["onnx"])
         worst = max(worst, diff)
         results["settings"][name] = {"eager_s": times["eager"], "onnx_s": times["onnx"],

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.experiment import make_experiment
-from lifelong.learners.cl.common import CLLearner
+from lifelong.learners.cl.base import CLLearner
 from lifelong.tasks import Batch
 
 BATCH = 10

@@ -69,7 +69,7 @@ def run(name: str, args: argparse.Namespace, overrides: dict[str, Any]
 def agreement(a: dict[str, str], b: dict[str, str] | list[str], tasks: list[int]) -> float:
     """Share of (task, layer) pairs on which two sets of configurations agree."""
     pairs = [(x, y) for t in tasks for x, y in zip(a[str(t)], b[t] if isinstance(b, list)
-                                                    else b[str(t)])]
+                                                    else b[str(t)], strict=True)]
     return sum(x == y for x, y in pairs) / max(len(pairs), 1)
 
 

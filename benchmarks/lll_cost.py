@@ -65,8 +65,8 @@ import torch
 
 from lifelong._allocator import keep_freed_memory
 from lifelong.experiment import Experiment, make_experiment
+from lifelong.learners.lll.learner import LLL
 from lifelong.runner import batch_indices
-from lifelong.skill.lll import LLL
 from lifelong.tasks import Batch, Task
 
 
@@ -88,7 +88,7 @@ class Clock:
     def __init__(self) -> None:
         self.t = Timing()
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self._w, self._c = time.perf_counter(), time.process_time()
         return self
 
@@ -268,10 +268,12 @@ def main() -> None:
     def pair(a: Timing, b: Timing) -> Timing:
         return Timing(wall=(a.wall + b.wall) / 2, cpu=(a.cpu + b.cpu) / 2)
 
-    fwd_pairs = [pair(a[0], b[0]) for a, b in zip(fwd_runs, fwd_runs[1:])]  # over train
-    all_pairs = [pair(a[1], b[1]) for a, b in zip(fwd_runs, fwd_runs[1:])]  # train + val
-    ratios_a = [n.get(args.clock) / f.get(args.clock) for n, f in zip(nobb_runs, fwd_pairs)]
-    ratios_a2 = [n.get(args.clock) / f.get(args.clock) for n, f in zip(nobb_runs, all_pairs)]
+    neighbours = list(zip(fwd_runs[:-1], fwd_runs[1:], strict=True))  # n - 1 pairs of n runs
+    fwd_pairs = [pair(a[0], b[0]) for a, b in neighbours]  # over train
+    all_pairs = [pair(a[1], b[1]) for a, b in neighbours]  # train + val
+    clock = args.clock
+    ratios_a = [n.get(clock) / f.get(clock) for n, f in zip(nobb_runs, fwd_pairs, strict=True)]
+    ratios_a2 = [n.get(clock) / f.get(clock) for n, f in zip(nobb_runs, all_pairs, strict=True)]
     mid = int(np.argsort(ratios_a2)[len(ratios_a2) // 2])  # the median run of the target
     timings["no-BB"], fwd, fwd_all = nobb_runs[mid], fwd_pairs[mid], all_pairs[mid]
     print(f"  no-BB (x{args.repeat}) done: ratios to the forward pass over train + val "

@@ -32,8 +32,8 @@ import torch.nn as nn
 
 from lifelong._allocator import keep_freed_memory
 from lifelong.experiment import make_experiment
+from lifelong.learners.lll.learner import LLL
 from lifelong.runner import batches, evaluate
-from lifelong.skill.lll import LLL
 from lifelong.tasks import Batch, Task
 
 

@@ -12,8 +12,9 @@ In one run, on the same tasks, seed and settings:
 
 then prints the speedup (1) / (2) of learning and sharing, i.e. until every agent holds every
 task (target >= 0.85 N; the paper's speedup is of learning), and of the whole run including
-the final test of every task, which each agent does in full in both cases; checks that every agent's accuracy
-equals the single agent's, and prints the bytes shared per task with float32 and float16
+the final test of every task, which each agent does in full in both cases; checks that every
+agent's accuracy equals the single agent's, and prints the bytes shared per task with
+float32 and float16
 anchors, with the task-mapper accuracy of each (the paper: 813 KB per task, GMMC, no BB).
 """
 
@@ -52,8 +53,8 @@ def main() -> int:
     import ray
     import torch
 
+    from lifelong.learners.lll.bundle import decode, encode
     from lifelong.skill.agent import Agent
-    from lifelong.skill.bundle import decode, encode
     from lifelong.skill.population import PopulationConfig, run_population, start_ray, table2
 
     raw = {"run": {"benchmark": args.benchmark, "learner": "lll", "setting": "class-il",
@@ -62,8 +63,12 @@ def main() -> int:
            "learner": {"backbone": args.backbone, "image_size": args.image_size, "bb": args.bb}}
     work = Path(tempfile.mkdtemp(prefix="skill-speedup-"))
     cpus = os.sched_getaffinity(0)
-    print(f"{args.agents} agents, {args.tasks} tasks of {args.benchmark}, <= {args.epochs} "
-          f"epochs each, BB {args.bb}, {args.assignment} assignment, seed {args.seed}; {len(cpus)} CPUs; work dir {work}", flush=True)
+    print(
+        f"{args.agents} agents, {args.tasks} tasks of {args.benchmark}, <= {args.epochs} "
+        f"epochs each, BB {args.bb}, {args.assignment} assignment, seed {args.seed}; "
+        f"{len(cpus)} CPUs; work dir {work}",
+        flush=True,
+    )
 
     # 1. one agent, one core
     os.sched_setaffinity(0, {min(cpus)})
@@ -78,25 +83,33 @@ def main() -> int:
     t0 = time.perf_counter()
     start_ray(args.agents)
     t_init = time.perf_counter() - t0
-    pop = run_population(raw, PopulationConfig(agents=args.agents, backend="ray",
-                                               assignment=args.assignment),
-                         work / "population")
+    pop = run_population(
+        raw,
+        PopulationConfig(agents=args.agents, backend="ray", assignment=args.assignment),
+        work / "population",
+    )
     t_pop = time.perf_counter() - t0
     learn_single, learn_pop = single.learn_seconds, t_init + pop.learn_seconds
     ray.shutdown()
-    print(f"{args.agents} agents on Ray: {t_pop:.1f} s (Ray and actors' start-up "
-          f"{t_init + pop.startup_seconds:.1f} s of it)", flush=True)
+    print(
+        f"{args.agents} agents on Ray: {t_pop:.1f} s (Ray and actors' start-up "
+        f"{t_init + pop.startup_seconds:.1f} s of it)",
+        flush=True,
+    )
 
-    same = all(acc == single.accuracy[0] for acc in pop.accuracy.values()) and \
-        all(h == single.holdings[0] for h in pop.holdings.values())
+    same = all(acc == single.accuracy[0] for acc in pop.accuracy.values()) and all(
+        h == single.holdings[0] for h in pop.holdings.values()
+    )
     acc = np.mean([v["acc"] for v in single.accuracy[0].values()])
     mapper32 = np.mean([v["mapper"] for v in single.accuracy[0].values()])
 
     # 3. bytes per task with float16 anchors, and the mapper accuracy they give
     probe = Agent(raw, 0, [])
-    kw = dict(fingerprint=probe.learner.backbone.fingerprint(),
-              feature_dim=probe.learner.backbone.num_features,
-              bb_size=probe.learner.backbone.bb_size)
+    kw = dict(
+        fingerprint=probe.learner.backbone.fingerprint(),
+        feature_dim=probe.learner.backbone.num_features,
+        bb_size=probe.learner.backbone.bb_size,
+    )
     sizes32, sizes16 = [], []
     for path in sorted((work / "single" / "agent-0" / "bundles").glob("task-*.safetensors")):
         data = path.read_bytes()
@@ -112,14 +125,20 @@ def main() -> int:
     print()
     print("| agents | phase | single agent s | population s | speedup | target |")
     print("|---:|---|---:|---:|---:|---:|")
-    print(f"| {args.agents} | learning and sharing | {learn_single:.1f} | {learn_pop:.1f} | "
-          f"{learn_single / learn_pop:.2f} | >= {0.85 * args.agents:.2f} |")
-    print(f"| {args.agents} | whole run, final test included | {t_single:.1f} | {t_pop:.1f} | "
-          f"{row['speedup']:.2f} | |")
+    print(
+        f"| {args.agents} | learning and sharing | {learn_single:.1f} | {learn_pop:.1f} | "
+        f"{learn_single / learn_pop:.2f} | >= {0.85 * args.agents:.2f} |"
+    )
+    print(
+        f"| {args.agents} | whole run, final test included | {t_single:.1f} | {t_pop:.1f} | "
+        f"{row['speedup']:.2f} | |"
+    )
     print()
-    print(f"accuracy equal to the single agent's: {'yes' if same else 'NO'}; end-to-end "
-          f"accuracy {acc:.3f}; teacher GMACs (largest agent) {row['teacher_macs'] / 1e9:.1f}; "
-          f"efficiency in MACs {row['efficiency']:.3f}")
+    print(
+        f"accuracy equal to the single agent's: {'yes' if same else 'NO'}; end-to-end "
+        f"accuracy {acc:.3f}; teacher GMACs (largest agent) {row['teacher_macs'] / 1e9:.1f}; "
+        f"efficiency in MACs {row['efficiency']:.3f}"
+    )
     print()
     print("| anchors | bytes per task (mean) | vs paper's 813 KB | task-mapper accuracy |")
     print("|---|---:|---:|---:|")

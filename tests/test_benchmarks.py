@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import fakedata
-from lifelong.benchmarks import BENCHMARKS
-from lifelong.benchmarks.cifar import PAPER_CIFAR100_TASKS
-from lifelong.benchmarks.folders import PAPER_OFFICE_HOME_CLASSES, PAPER_OFFICE_HOME_GROUPS
 from lifelong.config import build_config
 from lifelong.errors import ConfigError, DataError
+from lifelong.protocols import BENCHMARKS
+from lifelong.protocols.cifar import PAPER_CIFAR100_TASKS
+from lifelong.protocols.folders import PAPER_OFFICE_HOME_CLASSES, PAPER_OFFICE_HOME_GROUPS
 
 
 def build(name: str, seed: int = 0, **values):

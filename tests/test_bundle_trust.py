@@ -17,8 +17,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from lifelong.cli import main
+from lifelong.learners.lll.bundle import BundleError, _payload_sha256, decode
 from lifelong.skill.agent import Agent
-from lifelong.skill.bundle import BundleError, _payload_sha256, decode
 from lifelong.skill.signing import new_key, sign, verify
 
 # The population tests' stream: 4 synthetic tasks on the tiny backbone.

@@ -11,24 +11,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clhelpers import make_learner as _learner
+from clhelpers import train_steps as _train
 from lifelong.checkpoint import flatten, unflatten
 from lifelong.experiment import make_experiment
 from lifelong.learners.cl.agem import agem_project
-from lifelong.learners.cl.common import (
-    QuadraticPenalty,
-    ReservoirBuffer,
-    TensorStore,
-    select_per_class,
-)
 from lifelong.learners.cl.ewc import add_task, fisher_diagonal, online_update
 from lifelong.learners.cl.lwf import distillation_loss
 from lifelong.learners.cl.mas import mas_importance
+from lifelong.learners.cl.memory import ReservoirBuffer, TensorStore, select_per_class
+from lifelong.learners.cl.penalty import QuadraticPenalty
 from lifelong.learners.cl.si import PathIntegral
 from lifelong.runner import Runner, batch_indices, batches
 from lifelong.tasks import Batch
-
-from clhelpers import make_learner as _learner
-from clhelpers import train_steps as _train
 
 
 class TwoParam(nn.Module):
@@ -59,7 +54,7 @@ def test_fisher_matches_hand_computation_on_two_parameters():
     emp = fisher_diagonal(model, X, Y, "empirical", {}, ["w"])["w"].numpy()
     exp = fisher_diagonal(model, X, Y, "expected", {}, ["w"])["w"].numpy()
     hand_emp, hand_exp = np.zeros(2), np.zeros(2)
-    for x, y in zip(X[:, 0].numpy(), Y.numpy()):
+    for x, y in zip(X[:, 0].numpy(), Y.numpy(), strict=True):
         p = _softmax(x * w)
         for c in range(2):
             g2 = (x * (np.eye(2)[c] - p)) ** 2
@@ -173,7 +168,7 @@ def test_agem_projection_on_hand_made_gradients():
 def _reference_reservoir(stream: list[int], capacity: int, draws: list[float]) -> list[int]:
     """Algorithm R one item at a time, with the same uniform draws."""
     memory: list[int] = []
-    for n, (item, u) in enumerate(zip(stream, draws)):
+    for n, (item, u) in enumerate(zip(stream, draws, strict=True)):
         if n < capacity:
             memory.append(item)
         else:
@@ -229,7 +224,7 @@ def test_er_memory_holds_per_class_examples_of_each_finished_task():
         _train(er, task, 2)
         er.end_task(task)
     mem = er.memory.all()
-    pairs = sorted(zip(mem["task"].tolist(), mem["y"].tolist()))
+    pairs = sorted(zip(mem["task"].tolist(), mem["y"].tolist(), strict=True))
     assert pairs == [(0, 0)] * 3 + [(0, 1)] * 3 + [(1, 0)] * 3 + [(1, 1)] * 3
     # the stored images are training images of that task and class
     t0 = stream[0].train
@@ -266,7 +261,8 @@ def test_lwf_distils_old_heads_on_new_data():
     head0 = [p.detach().clone() for p in lwf.net.heads["0"].parameters()]
     _train(lwf, stream[1], 5)
     # the old head is trained (by distillation) while its task's data is never seen
-    assert any(not torch.equal(a, b) for a, b in zip(head0, lwf.net.heads["0"].parameters()))
+    head_now = lwf.net.heads["0"].parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(head0, head_now, strict=True))
     assert lwf.old is not None and lwf.old_tasks == [0]
 
 
@@ -284,8 +280,9 @@ def _lwf_on_second_task(setting: str, net: str | None = None, current: int = 1):
     return stream, lwf
 
 
-@pytest.mark.parametrize("setting,current", [("task-il", 1), ("class-il", 1), ("task-il", 2),
-                                             ("class-il", 2)])
+@pytest.mark.parametrize(
+    "setting,current", [("task-il", 1), ("class-il", 1), ("task-il", 2), ("class-il", 2)]
+)
 def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, current, monkeypatch):
     """The old outputs recorded in begin_task and looked up by Batch.index give the same
     distillation loss and step as running the old model on the batch (the mnist net has
@@ -298,17 +295,16 @@ def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, current, monkeyp
         stream, lwf = _lwf_on_second_task(setting, net="mnist", current=current)
         train = stream[current].train
         assert lwf.targets is not None and lwf.targets_task == current
-        assert lwf.targets.shape == (len(train),
-                                     sum(stream[t].num_classes for t in range(current)))
+        assert lwf.targets.shape == (len(train), sum(stream[t].num_classes for t in range(current)))
         x = train.images(idx.numpy())
         if indexed:
+
             def not_run(*_args):
                 raise AssertionError("the old model ran although the batch has an index")
 
             monkeypatch.setattr(lwf.old, "features", not_run)
         torch.manual_seed(7)  # the same dropout draws for the trained network
-        out = lwf.observe(Batch(x, train.labels[idx], current,
-                                index=idx if indexed else None))
+        out = lwf.observe(Batch(x, train.labels[idx], current, index=idx if indexed else None))
         results.append((out, [p.detach().clone() for p in lwf.net.parameters()]))
         monkeypatch.undo()
         # the recorded rows are the old model's outputs on those images
@@ -320,7 +316,7 @@ def test_lwf_recorded_targets_give_the_on_the_fly_loss(setting, current, monkeyp
     assert float(fly["distill"]) > 0
     torch.testing.assert_close(rec["distill"], fly["distill"], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(rec["loss"], fly["loss"], rtol=0, atol=0)
-    for p, q in zip(rec_params, fly_params):
+    for p, q in zip(rec_params, fly_params, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
@@ -356,7 +352,7 @@ def test_lwf_resuming_mid_task_with_recorded_targets_continues_exactly(saved):
     _train(a, stream[1], 3, seed=2, indexed=True)
     torch.manual_seed(5)
     _train(b, stream[1], 3, seed=2, indexed=True)
-    for (n, p), q in zip(a.net.named_parameters(), b.net.parameters()):
+    for (n, p), q in zip(a.net.named_parameters(), b.net.parameters(), strict=True):
         assert torch.equal(p, q), n
 
 
@@ -377,8 +373,15 @@ def test_lwf_run_interrupted_inside_a_task_resumes_exactly(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return original(self, batch)
 
-    raw = {"run": {"benchmark": "synthetic", "learner": "lwf", "epochs": 2,
-                   "checkpoint_every": 1, "count_macs": True}}
+    raw = {
+        "run": {
+            "benchmark": "synthetic",
+            "learner": "lwf",
+            "epochs": 2,
+            "checkpoint_every": 1,
+            "count_macs": True,
+        }
+    }
     monkeypatch.setattr(LwF, "observe", interrupt)
     with pytest.raises(RunInterrupted):
         run_experiment(raw, out=tmp_path / "run", progress=False)
@@ -395,8 +398,9 @@ def test_lwf_run_interrupted_inside_a_task_resumes_exactly(tmp_path, monkeypatch
 def test_runner_batches_carry_their_rows_of_the_training_set(tmp_path):
     """The runner's training batches are batches()' batches, each with Batch.index = its
     rows of task.train; other callers of batches() are unchanged."""
-    exp = make_experiment({"run": {"benchmark": "synthetic", "learner": "lwf", "epochs": 1,
-                                   "batch_size": 4}})
+    exp = make_experiment(
+        {"run": {"benchmark": "synthetic", "learner": "lwf", "epochs": 1, "batch_size": 4}}
+    )
     stream = exp.build_stream()
     learner = exp.build_learner(stream, torch.device("cpu"))
     seen: list[Batch] = []
@@ -412,13 +416,12 @@ def test_runner_batches_carry_their_rows_of_the_training_set(tmp_path):
     gen = torch.Generator().manual_seed(exp.run.seed * 1_000_003 + 0)  # epoch 0's shuffle
     expected = list(batches(stream[0].train, 4, gen, drop_last=True))
     assert len(first) == len(expected) == len(stream[0].train) // 4
-    for b, (x, y) in zip(first, expected):
+    for b, (x, y) in zip(first, expected, strict=True):
         assert b.index is not None and b.index.dtype == torch.int64
         assert torch.equal(b.x, x) and torch.equal(b.y, y)
         assert torch.equal(b.x, stream[0].train.images(b.index.numpy()))
     gen = torch.Generator().manual_seed(1)
-    assert [i.tolist() for i in batch_indices(10, 4, None)] == [[0, 1, 2, 3], [4, 5, 6, 7],
-                                                                [8, 9]]
+    assert [i.tolist() for i in batch_indices(10, 4, None)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert len(list(batch_indices(10, 4, gen, drop_last=True))) == 2
 
 
@@ -430,15 +433,25 @@ def test_class_il_scores_cover_seen_classes_only():
     assert scores.shape == (4, stream.num_global_classes)
     seen = stream[0].class_ids
     assert torch.isfinite(scores[:, seen]).all()
-    assert torch.isinf(scores[:, [c for c in range(stream.num_global_classes)
-                                  if c not in seen]]).all()
+    assert torch.isinf(
+        scores[:, [c for c in range(stream.num_global_classes) if c not in seen]]
+    ).all()
 
 
-@pytest.mark.parametrize("name,setting", [("si", "task-il"), ("ewc", "class-il"),
-                                          ("lwf", "task-il"), ("agem", "task-il"),
-                                          ("derpp", "class-il"), ("er", "task-il"),
-                                          ("icarl", "class-il"), ("psp", "task-il"),
-                                          ("supsup", "task-il")])
+@pytest.mark.parametrize(
+    "name,setting",
+    [
+        ("si", "task-il"),
+        ("ewc", "class-il"),
+        ("lwf", "task-il"),
+        ("agem", "task-il"),
+        ("derpp", "class-il"),
+        ("er", "task-il"),
+        ("icarl", "class-il"),
+        ("psp", "task-il"),
+        ("supsup", "task-il"),
+    ],
+)
 def test_resuming_mid_task_continues_exactly(name, setting):
     """Kill after some steps of the second task, restore into a fresh learner: the next
     steps give the same parameters as the uninterrupted learner (buffers, importances,
@@ -458,7 +471,7 @@ def test_resuming_mid_task_continues_exactly(name, setting):
     _train(a, stream[1], 3, seed=2)
     torch.manual_seed(5)
     _train(b, stream[1], 3, seed=2)
-    for (n, p), q in zip(a.net.named_parameters(), b.net.parameters()):
+    for (n, p), q in zip(a.net.named_parameters(), b.net.parameters(), strict=True):
         assert torch.equal(p, q), n
     ta: dict[str, torch.Tensor] = {}
     tb: dict[str, torch.Tensor] = {}
@@ -470,8 +483,19 @@ def test_resuming_mid_task_continues_exactly(name, setting):
 
 # The baselines that take a pretrained backbone (PSP and SupSup replace the trunk by their own
 # layers and refuse one): each fine-tunes it by default and leaves it alone when frozen.
-BACKBONE_BASELINES = ["finetune", "ewc", "online-ewc", "si", "mas", "lwf", "er", "agem", "der",
-                      "derpp", "icarl"]
+BACKBONE_BASELINES = [
+    "finetune",
+    "ewc",
+    "online-ewc",
+    "si",
+    "mas",
+    "lwf",
+    "er",
+    "agem",
+    "der",
+    "derpp",
+    "icarl",
+]
 
 
 @pytest.mark.parametrize("name", BACKBONE_BASELINES)
@@ -479,8 +503,9 @@ def test_baselines_fine_tune_a_pretrained_backbone_unless_frozen(name):
     setting = "class-il" if name == "icarl" else "task-il"
     for finetune in (True, False):
         torch.manual_seed(0)
-        _, stream, learner = _learner(name, setting, backbone="tiny-cnn",
-                                      finetune_backbone=finetune)
+        _, stream, learner = _learner(
+            name, setting, backbone="tiny-cnn", finetune_backbone=finetune
+        )
         trunk = learner.net.trunk
         before = [p.detach().clone() for p in trunk.parameters()]
         for task in stream[:2]:  # the second task exercises each method's old-task terms
@@ -488,5 +513,7 @@ def test_baselines_fine_tune_a_pretrained_backbone_unless_frozen(name):
             learner.begin_epoch(0)
             _train(learner, task, 3, indexed=True)
             learner.end_task(task)
-        moved = [not torch.equal(b, p.detach()) for b, p in zip(before, trunk.parameters())]
+        moved = [
+            not torch.equal(b, p.detach()) for b, p in zip(before, trunk.parameters(), strict=True)
+        ]
         assert all(moved) if finetune else not any(moved), (name, finetune)

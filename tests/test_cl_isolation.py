@@ -8,12 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clhelpers import make_learner as _learner
+from clhelpers import train_steps as _train
 from lifelong.learners.cl.icarl import herding, nme_scores
 from lifelong.learners.cl.supsup import top_k_mask
 from lifelong.tasks import Batch
-
-from clhelpers import make_learner as _learner
-from clhelpers import train_steps as _train
 
 
 def _accuracy(learner, task) -> float:
@@ -52,7 +51,7 @@ def test_icarl_memory_holds_m_per_class_after_each_task_and_reduces_by_prefix():
         icarl.end_task(task)
         m = 24 // (2 * (t + 1))  # two classes per task: m = 12, 6, 4
         mem = icarl.exemplars.all()
-        pairs = sorted(zip(mem["task"].tolist(), mem["y"].tolist()))
+        pairs = sorted(zip(mem["task"].tolist(), mem["y"].tolist(), strict=True))
         assert pairs == sorted((s, c) for s in range(t + 1) for c in range(2) for _ in range(m))
         for s in range(t + 1):
             for c in range(2):
@@ -122,7 +121,8 @@ def test_psp_keys_are_fixed_binary_and_differ_between_tasks():
     psp.end_task(stream[0])
     psp.begin_task(stream[1])
     _train(psp, stream[1], 3)
-    assert all(torch.equal(a, b) for a, b in zip(keys0, psp.net.keys[0]))  # never change
+    # the keys never change
+    assert all(torch.equal(a, b) for a, b in zip(keys0, psp.net.keys[0], strict=True))
     assert not torch.equal(psp.net.keys[0][0], psp.net.keys[1][0])
     # the same weights, two keys: two different functions of the same input
     x = stream[0].test.images(np.arange(5))
@@ -131,7 +131,7 @@ def test_psp_keys_are_fixed_binary_and_differ_between_tasks():
     # a fresh learner with the same seed draws the same keys
     _, _, again = _learner("psp", net="mlp")
     again.begin_task(stream[0])
-    assert all(torch.equal(a, b) for a, b in zip(keys0, again.net.keys[0]))
+    assert all(torch.equal(a, b) for a, b in zip(keys0, again.net.keys[0], strict=True))
 
 
 def test_psp_superposition_nearly_preserves_earlier_tasks():
@@ -177,7 +177,9 @@ def test_supsup_weights_never_change_masks_stay_and_old_predictions_are_identica
         sup.begin_task(task)
         scores0 = [s.detach().clone() for s in sup.scores]
         _train(sup, task, 5, seed=task.id)
-        assert any(not torch.equal(a, b) for a, b in zip(scores0, sup.scores))  # scores learn
+        assert any(
+            not torch.equal(a, b) for a, b in zip(scores0, sup.scores, strict=True)
+        )  # scores learn
         sup.end_task(task)
         if task.id == 0:
             masks0 = [m.clone() for m in sup.masks[0]]
@@ -190,6 +192,6 @@ def test_supsup_weights_never_change_masks_stay_and_old_predictions_are_identica
         if n in weights:  # the body and task 0's head: bit-identical after three tasks
             assert torch.equal(b, weights[n]), n
     assert sup.net.body[0].weight.abs().unique().numel() == 1  # signed constants
-    assert all(torch.equal(a, b) for a, b in zip(masks0, sup.masks[0]))
+    assert all(torch.equal(a, b) for a, b in zip(masks0, sup.masks[0], strict=True))
     assert torch.equal(sup.predict(x0, 0), pred0)
-    assert not all(torch.equal(a, b) for a, b in zip(sup.masks[0], sup.masks[1]))
+    assert not all(torch.equal(a, b) for a, b in zip(sup.masks[0], sup.masks[1], strict=True))

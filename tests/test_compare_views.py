@@ -33,8 +33,8 @@ R2 = np.array([[0.7, nan, nan],
 
 def _pair(a: list[float], b: list[float]) -> tuple[list[float], list[float]]:
     """Hand mean and 95% half-width of two seeds: s / sqrt(2) = |a - b| / 2."""
-    return ([(x + y) / 2 for x, y in zip(a, b)],
-            [T1 * abs(x - y) / 2 if not math.isnan(x) else nan for x, y in zip(a, b)])
+    return ([(x + y) / 2 for x, y in zip(a, b, strict=True)],
+            [T1 * abs(x - y) / 2 if not math.isnan(x) else nan for x, y in zip(a, b, strict=True)])
 
 
 def _close(got: tuple[np.ndarray, np.ndarray], want: tuple[list[float], list[float]]) -> None:

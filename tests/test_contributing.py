@@ -87,8 +87,10 @@ def test_the_recipes_learner_is_listed_trained_round_tripped_and_resumed(
         registered, tmp_path, capsys, monkeypatch):
     from lifelong.api import RunInterrupted, run_experiment
     from lifelong.cli import main
-    from test_learners import (test_every_learner_state_round_trips,
-                               test_every_learner_trains_on_a_tiny_stream)
+    from test_learners import (
+        test_every_learner_state_round_trips,
+        test_every_learner_trains_on_a_tiny_stream,
+    )
 
     assert main(["list"]) == 0
     assert "tiny-linear" in capsys.readouterr().out

@@ -13,9 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lifelong.backbones import BACKBONES, TinyCNN
+from lifelong.backbones import BACKBONES, TinyCNN, onnx_cache
 from lifelong.backbones import engine as engine_mod
-from lifelong.backbones import onnx_cache
 from lifelong.backbones.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine
 from lifelong.experiment import make_experiment
 from lifelong.runner import Runner

@@ -95,11 +95,11 @@ def test_m_step_gradient_is_posterior_weighted_and_respects_layer_roles():
         grads = torch.autograd.grad(F.cross_entropy(logits, y), shared + specific,
                                     allow_unused=True)
         per_cfg.append([torch.zeros_like(p) if g is None else g
-                        for g, p in zip(grads, shared + specific)])
+                        for g, p in zip(grads, shared + specific, strict=True)])
     post = prior * np.array(lik)
     post /= post.sum()
     learner.observe(Batch(x, y, 0))
-    for j, (p, old) in enumerate(zip(shared + specific, before)):
+    for j, (p, old) in enumerate(zip(shared + specific, before, strict=True)):
         step = (old - p.detach()) / 0.1  # SGD: the applied gradient
         expected = sum(float(post[i]) * per_cfg[i][j] for i in range(4))
         torch.testing.assert_close(step, expected, rtol=1e-4, atol=1e-6)
@@ -241,7 +241,7 @@ def test_apd_decomposition_and_objective(tmp_path):
     with torch.no_grad():
         l1 = sum(float(t.abs().sum()) for k in (0, 1) for t in learner.task_module(k).tau)
         retro = sum(float((now - old).square().sum())
-                    for now, old in zip(learner.weights(0), learner.stored[0]))
+                    for now, old in zip(learner.weights(0), learner.stored[0], strict=True))
     assert retro > 0
     total = learner.loss(logits, Batch(x, y, 1))
     by_hand = float(ce.detach()) + 4e-4 * l1 + 100.0 * retro

@@ -64,15 +64,18 @@ def _hand_gradients(learner, batch: Batch, params: list[torch.Tensor]) -> list[l
     for cfg in learner.configs:
         logits = learner.forward_configs(batch.x, batch.task_id, [cfg])[0]
         grads = torch.autograd.grad(F.cross_entropy(logits, batch.y), params, allow_unused=True)
-        out.append([torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)])
+        out.append(
+            [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+        )
     return out
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.3])
 def test_m_step_weights_and_gradient_with_and_without_truncation(epsilon):
     torch.manual_seed(3)
-    learner, stream = _learner("lasem-hps", optimizer="sgd", lr=0.1, epsilon=epsilon,
-                               prior="average")
+    learner, stream = _learner(
+        "lasem-hps", optimizer="sgd", lr=0.1, epsilon=epsilon, prior="average"
+    )
     learner.begin_task(stream[0])
     learner.begin_epoch(0)
     # An average prior that favours configurations 2 and 1 (Eq. 2's pi).
@@ -102,7 +105,7 @@ def test_m_step_weights_and_gradient_with_and_without_truncation(epsilon):
     learner.observe(batch)
     # The weights differ from the exact posterior by at most epsilon in total variation.
     assert 0.5 * np.abs(weights - exact).sum() <= epsilon + 1e-9
-    for j, (p, old) in enumerate(zip(params, before)):
+    for j, (p, old) in enumerate(zip(params, before, strict=True)):
         step = (old - p.detach()) / 0.1  # SGD: the applied gradient
         expected = sum(float(weights[i]) * per_cfg[i][j] for i in range(4))
         torch.testing.assert_close(step, expected, rtol=1e-4, atol=1e-6)
@@ -188,9 +191,14 @@ def test_orthogonality_penalty_is_weighted_by_the_transferring_posterior():
     learner.begin_task(stream[0])
     factors = learner.task_module(0)["transfer"]
     w = torch.tensor([0.3, 0.8])
-    by_hand = 0.1 * sum(float(w[l]) * sum(
-        float(torch.linalg.matrix_norm(U.T @ U - torch.eye(U.shape[0])).detach())
-        for U in (f.U1, f.U2, f.U3, f.U4)) for l, f in enumerate(factors))
+    by_hand = 0.1 * sum(
+        float(w[layer])
+        * sum(
+            float(torch.linalg.matrix_norm(U.T @ U - torch.eye(U.shape[0])).detach())
+            for U in (f.U1, f.U2, f.U3, f.U4)
+        )
+        for layer, f in enumerate(factors)
+    )
     assert float(learner.penalty(0, w).detach()) == pytest.approx(by_hand, rel=1e-5)
     unweighted = 0.1 * sum(float(f.orthogonality().detach()) for f in factors)
     assert float(learner.penalty(0).detach()) == pytest.approx(unweighted, rel=1e-5)
@@ -233,8 +241,9 @@ def _train_and_force(learner, stream, task: int, config: tuple[int, ...]) -> Non
     learner.end_task(stream[task])
 
 
-@pytest.mark.parametrize("name", ["lasem-hps", "lasem-tf", "lasem-dfcnn", "darts-hps",
-                                  "darts-dfcnn"])
+@pytest.mark.parametrize(
+    "name", ["lasem-hps", "lasem-tf", "lasem-dfcnn", "darts-hps", "darts-dfcnn"]
+)
 def test_end_task_restores_the_shared_parameters_of_layers_not_transferred(name):
     torch.manual_seed(6)
     learner, stream = _learner(name, lr=1e-2)
@@ -252,8 +261,10 @@ def test_end_task_restores_the_shared_parameters_of_layers_not_transferred(name)
 
 def test_static_and_bruteforce_restore_the_layers_they_do_not_transfer(tmp_path):
     # static-dfcnn@01: layer 1's KB gets no gradient from the loss but does from kb_l2.
-    for name, cfg in (("static-dfcnn", {"transfer": "01", "kb_l2": 1.0}),
-                      ("bruteforce-dfcnn", {"kb_l2": 1.0})):
+    for name, cfg in (
+        ("static-dfcnn", {"transfer": "01", "kb_l2": 1.0}),
+        ("bruteforce-dfcnn", {"kb_l2": 1.0}),
+    ):
         torch.manual_seed(7)
         learner, stream = _learner(name, lr=1e-2, **cfg)
         before = _shared_copy(learner)

@@ -11,9 +11,9 @@ import torch
 
 from lifelong.backbones import BACKBONES
 from lifelong.experiment import make_experiment
+from lifelong.learners.lll.anchors import GMMCMapper, MahaMapper, fit_gmmc, fit_maha
+from lifelong.learners.lll.bundle import BundleError, decode, encode
 from lifelong.runner import Runner
-from lifelong.skill.anchors import GMMCMapper, MahaMapper, fit_gmmc, fit_maha
-from lifelong.skill.bundle import BundleError, decode, encode
 
 
 def _run(tmp_path, bb: str, backbone: str = "tiny-cnn", tasks: int = 3, epochs: int = 3,
@@ -43,7 +43,7 @@ def test_backbone_weights_are_bit_identical_after_learning_tasks(tmp_path, backb
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics
     assert not any(p.requires_grad for p in learner.backbone.parameters())
     if bb != "none":  # the biases did train, and only where asked
-        for t, b in learner.bundles.items():
+        for b in learner.bundles.values():
             start = learner.backbone.bb_offset(b.bb_from_stage)
             assert float(b.bb[start:].abs().sum()) > 0
             assert float(b.bb[:start].abs().sum()) == 0
@@ -107,7 +107,8 @@ def test_mahalanobis_mapper_matches_numpy_exactly():
         a = anchors[t]
         np.testing.assert_allclose(a.means, [x[y == c].mean(0) for c in range(3)], rtol=1e-6)
         assert np.bincount(a.sample_labels, minlength=3).tolist() == [5, 5, 5]
-        for row, c in zip(a.samples, a.sample_labels):  # each a training sample of its class
+        # each a training sample of its class
+        for row, c in zip(a.samples, a.sample_labels, strict=True):
             assert np.isclose(x[y == c], row, rtol=1e-6).all(1).any()
     mapper = MahaMapper(anchors)
     # Eq. 5 in plain numpy: tied covariance of the shared samples around their class means.
@@ -143,8 +144,9 @@ def test_shrunk_mahalanobis_mapper_matches_numpy(dim, shrinkage):
     # Eq. 5 with the tied covariance shrunk towards a multiple of the identity, in numpy:
     # (1 - s) S + s mu I, mu = tr(S) / D (scikit-learn's ShrunkCovariance)
     means = np.concatenate([a.means for a in anchors.values()]).astype(np.float64)
-    centred = np.concatenate([a.samples.astype(np.float64) - a.means[a.sample_labels]
-                              for a in anchors.values()])  # (60, D)
+    centred = np.concatenate(
+        [a.samples.astype(np.float64) - a.means[a.sample_labels] for a in anchors.values()]
+    )  # (60, D)
     s = _ledoit_wolf_shrinkage(centred) if shrinkage == "ledoit-wolf" else shrinkage
     assert mapper.shrinkage_ == pytest.approx(s, rel=1e-9)
     assert 0 < s <= 1
@@ -165,24 +167,36 @@ def test_maha_shrinkage_is_a_learner_option(tmp_path):
     digests, used = {}, {}
     for value in ("0", "ledoit-wolf", 0.25):
         torch.manual_seed(0)  # the same heads in every run (the CLI seeds the same way)
-        learner, _, _ = _run(tmp_path / str(value), "none", tasks=2, epochs=1, mapper="maha",
-                             maha_shrinkage=value)
+        learner, _, _ = _run(
+            tmp_path / str(value), "none", tasks=2, epochs=1, mapper="maha", maha_shrinkage=value
+        )
         digests[value] = learner.bundle_digests()
         used[value] = learner.report()["maha_shrinkage"]
     assert used["0"] == 0.0 and used[0.25] == 0.25 and 0 < used["ledoit-wolf"] < 1
     assert digests["0"] == digests["ledoit-wolf"] == digests[0.25]
     for bad in ("1.5", "-0.1", "oas"):
         with pytest.raises(ConfigError):
-            make_experiment({"run": {"benchmark": "split-digits", "learner": "lll"},
-                             "learner": {"mapper": "maha", "maha_shrinkage": bad}})
+            make_experiment(
+                {
+                    "run": {"benchmark": "split-digits", "learner": "lll"},
+                    "learner": {"mapper": "maha", "maha_shrinkage": bad},
+                }
+            )
 
 
 def test_bundles_round_trip_into_a_fresh_learner(tmp_path):
     learner, stream, _ = _run(tmp_path, "partial", bb_stages=1)
-    raw = {"run": {"benchmark": "split-digits", "learner": "lll", "setting": "class-il"},
-           "benchmark": {"num_tasks": 3},
-           "learner": {"backbone": "tiny-cnn", "bb": "partial", "image_size": 32,
-                       "bb_stages": 1, "gmm_components": 3}}
+    raw = {
+        "run": {"benchmark": "split-digits", "learner": "lll", "setting": "class-il"},
+        "benchmark": {"num_tasks": 3},
+        "learner": {
+            "backbone": "tiny-cnn",
+            "bb": "partial",
+            "image_size": 32,
+            "bb_stages": 1,
+            "gmm_components": 3,
+        },
+    }
     exp = make_experiment(raw)
     fresh = exp.build_learner(stream, torch.device("cpu"))
     for t in range(3):
@@ -204,17 +218,26 @@ def _bundle_and_backbone(tmp_path):
 
 def test_damaged_foreign_and_hostile_bundles_are_refused(tmp_path):
     data, backbone = _bundle_and_backbone(tmp_path)
-    kw = dict(fingerprint=backbone.fingerprint(), feature_dim=backbone.num_features,
-              bb_size=backbone.bb_size)
+    kw = dict(
+        fingerprint=backbone.fingerprint(),
+        feature_dim=backbone.num_features,
+        bb_size=backbone.bb_size,
+    )
     decode(data, **kw)  # the original is fine
     tampered = bytearray(data)
     tampered[-7] ^= 0x55  # a flipped byte in the tensor data
     truncated = data[: len(data) // 2]
     foreign = BACKBONES.get("tiny-cnn")(image_size=32, seed=1).fingerprint()
     hostile = pickle.dumps({"head.weight": "exploit"})
-    for bad, extra in ((bytes(tampered), {}), (truncated, {}), (data, {"fingerprint": foreign}),
-                       (hostile, {}), (data, {"max_bytes": 100}), (b"", {}),
-                       (data, {"feature_dim": 32})):
+    for bad, extra in (
+        (bytes(tampered), {}),
+        (truncated, {}),
+        (data, {"fingerprint": foreign}),
+        (hostile, {}),
+        (data, {"max_bytes": 100}),
+        (b"", {}),
+        (data, {"feature_dim": 32}),
+    ):
         with pytest.raises(BundleError) as err:
             decode(bad, **{**kw, **extra})
         assert "\n" not in str(err.value)
@@ -227,11 +250,24 @@ def test_damaged_foreign_and_hostile_bundles_are_refused(tmp_path):
 
 
 def test_class_names_initialise_similar_classes_and_count_synonyms(tmp_path):
-    raw = {"run": {"benchmark": "shipped-mix", "learner": "lll", "epochs": 2,
-                   "setting": "class-il", "batch_size": 32},
-           "benchmark": {"num_tasks": 3},
-           "learner": {"backbone": "tiny-cnn", "image_size": 32, "gmm_components": 2,
-                       "head_norm": "inf", "name_init": True, "synonyms": True}}
+    raw = {
+        "run": {
+            "benchmark": "shipped-mix",
+            "learner": "lll",
+            "epochs": 2,
+            "setting": "class-il",
+            "batch_size": 32,
+        },
+        "benchmark": {"num_tasks": 3},
+        "learner": {
+            "backbone": "tiny-cnn",
+            "image_size": 32,
+            "gmm_components": 2,
+            "head_norm": "inf",
+            "name_init": True,
+            "synonyms": True,
+        },
+    }
     exp = make_experiment(raw)
     stream = exp.build_stream()
     learner = exp.build_learner(stream, torch.device("cpu"))
@@ -248,7 +284,7 @@ def test_class_names_initialise_similar_classes_and_count_synonyms(tmp_path):
     # every class starts from task 0's normalised weights for the same digit.
     matches = learner.report()["learning"]["2"]["name_matches"]
     assert matches == {n: n for n in ("zero", "one", "two", "three", "four")}
-    from lifelong.skill.lll import Head
+    from lifelong.learners.lll.learner import Head
 
     old = Head.effective(learner.bundles[0].head_weight, "inf")
     # the same normalised rows (the head's function), at a fresh row's scale (Adam's pace)
@@ -265,9 +301,11 @@ def test_learner_refuses_damaged_and_foreign_bundles_and_stays_unchanged(tmp_pat
     data = learner.export_bundle(0)
     tampered = bytearray(data)
     tampered[len(data) // 2] ^= 0x01
-    raw = {"run": {"benchmark": "split-digits", "learner": "lll", "setting": "class-il"},
-           "benchmark": {"num_tasks": 2, "data_fraction": 0.4},
-           "learner": {"backbone": "tiny-cnn", "image_size": 32, "gmm_components": 3}}
+    raw = {
+        "run": {"benchmark": "split-digits", "learner": "lll", "setting": "class-il"},
+        "benchmark": {"num_tasks": 2, "data_fraction": 0.4},
+        "learner": {"backbone": "tiny-cnn", "image_size": 32, "gmm_components": 3},
+    }
     fresh = make_experiment(raw).build_learner(stream, torch.device("cpu"))
     # the same network at another input size is another backbone (fingerprint differs)
     other = {**raw, "learner": {**raw["learner"], "image_size": 24}}
@@ -282,7 +320,7 @@ def test_learner_refuses_damaged_and_foreign_bundles_and_stays_unchanged(tmp_pat
 
 
 def test_partial_bb_caches_the_lower_stages_and_counts_macs_once():
-    from lifelong.skill.features import FeatureExtractor
+    from lifelong.learners.lll.features import FeatureExtractor
 
     net = BACKBONES.get("tiny-cnn")(image_size=32)
     ext = FeatureExtractor(net, bb_from=2, device=torch.device("cpu"))

@@ -10,10 +10,15 @@ from contextlib import nullcontext
 import pytest
 
 from lifelong.errors import ConfigError
+from lifelong.learners.lll.bundle import MAX_BUNDLE_BYTES, decode, encode
 from lifelong.skill.agent import Agent
-from lifelong.skill.bundle import MAX_BUNDLE_BYTES, decode, encode
-from lifelong.skill.population import (PopulationConfig, assign_tasks, run_population,
-                                       start_ray, table2)
+from lifelong.skill.population import (
+    PopulationConfig,
+    assign_tasks,
+    run_population,
+    start_ray,
+    table2,
+)
 
 # Four tasks of the synthetic stream on the tiny backbone: each task learns in well under a
 # second, so a population run costs mostly start-up.

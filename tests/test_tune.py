@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from lifelong.benchmarks import BENCHMARKS
 from lifelong.cli import main
 from lifelong.errors import ConfigError
+from lifelong.protocols import BENCHMARKS
 from lifelong.tune import tune
 
 RAW = {"run": {"benchmark": "synthetic", "epochs": 2}, "benchmark": {}, "learner": {}}

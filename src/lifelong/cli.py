@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lifelong.errors import LifelongError
 
@@ -376,7 +377,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 def _check_root(name: str | None, bench_values: dict[str, Any]) -> None:
     """``--root`` for a benchmark whose data ships with a package is a mistake, not a no-op."""
-    from lifelong.benchmarks import BENCHMARKS
+    from lifelong.protocols import BENCHMARKS
 
     if name and "root" in bench_values and name in BENCHMARKS:
         if "root" not in BENCHMARKS.get(name).Config.__dataclass_fields__:
@@ -411,9 +412,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from lifelong.benchmarks import BENCHMARKS
     from lifelong.learners import LEARNERS
     from lifelong.nets import NETS
+    from lifelong.protocols import BENCHMARKS
 
     console = Console()
     console.print("BASE@CONFIG names a static transfer configuration on hps, tf or dfcnn, "
@@ -436,7 +437,7 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from lifelong.benchmarks import BENCHMARKS
+    from lifelong.protocols import BENCHMARKS
 
     table = Table("benchmark", "data", "net", "lr", "decay", "batch", "epochs/task", "about")
     for name in BENCHMARKS.names():
@@ -452,9 +453,9 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from lifelong.benchmarks import BENCHMARKS
     from lifelong.config import RunConfig, build_config, parse_overrides
     from lifelong.experiment import normalize_raw
+    from lifelong.protocols import BENCHMARKS
 
     cls = BENCHMARKS.get(args.name)
     raw = normalize_raw(parse_overrides(args.overrides))

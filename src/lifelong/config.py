@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import math
 import os
+import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 import yaml
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from lifelong.benchmarks import BENCHMARKS, Benchmark
 from lifelong.config import Config, RunConfig, build_config, config_to_dict
 from lifelong.errors import ConfigError
 from lifelong.learners import Learner, LearnerContext, resolve_learner
 from lifelong.nets import get_net
+from lifelong.protocols import BENCHMARKS, Benchmark
 from lifelong.tasks import TaskStream
 
 __all__ = ["Experiment", "make_experiment", "normalize_raw", "resolve_device"]

@@ -101,5 +101,5 @@ class HistoryRecorder:
         return out
 
     @classmethod
-    def from_json(cls, num_tasks: int, rows: list[dict]) -> "HistoryRecorder":
+    def from_json(cls, num_tasks: int, rows: list[dict]) -> HistoryRecorder:
         return cls(num_tasks=num_tasks, rows=[dict(r) for r in rows])

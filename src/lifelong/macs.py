@@ -38,8 +38,9 @@ represent. :func:`total_train_macs` picks the learner's count where it has one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry

@@ -13,7 +13,7 @@ import dataclasses
 import io
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,11 @@ def write_results(out: Path, exp: Experiment, stream: TaskStream, h: History, *,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {platform.system()}",
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": exp.to_dict(),
         "stream_fingerprint": stream.fingerprint(),  # identifies the tasks (for --stl, compare)
     }
-    for task, entry in zip(stream, results["tasks"]):
+    for task, entry in zip(stream, results["tasks"], strict=True):
         entry["classes"] = list(task.classes)
     if h.views:
         # e.g. a learner with a task mapper in class-il: "acc" above is end to end (task and

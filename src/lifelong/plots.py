@@ -160,7 +160,7 @@ def plot_accuracy_panels(histories: dict[str, History], task_names: list[str],
     for h in histories.values():
         _check_names(h, task_names)
     fig, flat = _panel_grid(len(histories), 1.8, "test accuracy")
-    for ax, (name, h) in zip(flat, histories.items()):
+    for ax, (name, h) in zip(flat, histories.items(), strict=True):
         _draw_accuracy(ax, h, reference)
         ax.set_title(name)
     ref_handles = flat[0].get_legend_handles_labels()[0]
@@ -282,7 +282,7 @@ def plot_curve_panels(panels: dict[str, dict[str, np.ndarray]], path: str | Path
     colors = {c: _task_color(j, len(names)) for j, c in enumerate(names)}
     fig, flat = _panel_grid(len(panels), 1.5, ylabel)
     top = 1.05
-    for ax, (learner, curves) in zip(flat, panels.items()):
+    for ax, (learner, curves) in zip(flat, panels.items(), strict=True):
         bands = (ci or {}).get(learner)
         _draw_curves(ax, curves, bands, colors)
         top = max(top, _upper(curves) * 1.1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -83,7 +83,7 @@ class Backbone(nn.Module, ABC):
         self.eval()
         self._fingerprint: str | None = None
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         """Always eval: the backbone's BatchNorm statistics never update."""
         return super().train(False)
 

@@ -8,8 +8,8 @@ indices and row orders are the same on every machine.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from lifelong.errors import DataError
 

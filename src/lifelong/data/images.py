@@ -13,8 +13,8 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -173,7 +173,7 @@ class Normalize(Transform):
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
     @classmethod
-    def from_pixels(cls, x: torch.Tensor) -> "Normalize":
+    def from_pixels(cls, x: torch.Tensor) -> Normalize:
         """Standardise with the per-channel statistics of ``x`` (N, C, H, W), the std floored
         at 1/sqrt(number of values) as the original code's ``cifar_data_standardization``."""
         values = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N * H * W)

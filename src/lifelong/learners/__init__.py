@@ -31,13 +31,13 @@ from lifelong.learners.den import DEN
 from lifelong.learners.dfcnn import DFCNN, DFCNNTC2, DFCNNDirect, DFCNNReduced
 from lifelong.learners.hps import HPS
 from lifelong.learners.lasem import LASEM, LASEMFields
+from lifelong.learners.lll import LLL
 from lifelong.learners.prognn import ProgressiveNets
 from lifelong.learners.selective import BASE_FIELDS, SelectiveLearner
 from lifelong.learners.static import StaticFields, StaticTransfer
 from lifelong.learners.stl import STL
 from lifelong.learners.tf import TensorFactorization
 from lifelong.registry import Registry
-from lifelong.skill.lll import LLL
 
 __all__ = ["LEARNERS", "Learner", "LearnerContext", "NetLearnerConfig", "resolve_learner",
            "is_learner"]

@@ -65,7 +65,7 @@ class APD(TaskNetLearner):
         c, h, w = ctx.input_shape
         self.shapes: list[tuple[int, ...]] = []
         fan_in = c
-        for ch, k in zip(spec.channels, spec.kernels):
+        for ch, k in zip(spec.channels, spec.kernels, strict=True):
             self.shapes.append((ch, fan_in, k, k))
             fan_in = ch
         fan_in = spec.feature_size(ctx.input_shape)
@@ -97,7 +97,7 @@ class APD(TaskNetLearner):
         """theta_t = sigma * sigmoid(v_t) + tau_t for every layer."""
         m = self.task_module(task_id)
         out = []
-        for sigma, v, tau in zip(self.model["shared"], m.v, m.tau):
+        for sigma, v, tau in zip(self.model["shared"], m.v, m.tau, strict=True):
             mask = torch.sigmoid(v).view(-1, *([1] * (sigma.dim() - 1)))
             out.append(sigma * mask + tau)
         return out
@@ -105,7 +105,7 @@ class APD(TaskNetLearner):
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         m = self.task_module(task_id)
         spec = self.ctx.net
-        for layer, (w, b) in enumerate(zip(self.weights(task_id), m.bias)):
+        for layer, (w, b) in enumerate(zip(self.weights(task_id), m.bias, strict=True)):
             if layer < self.num_conv:
                 x = F.relu(F.conv2d(x, w, b, padding=w.shape[-1] // 2))
                 x = same_max_pool(x, spec.pools[layer])
@@ -133,7 +133,7 @@ class APD(TaskNetLearner):
         earlier = {t: olds for t, olds in self.stored.items() if t != batch.task_id}
         if cfg.lambda2 > 0 and earlier:
             drift = sum((now - old).square().sum() for t, olds in earlier.items()
-                        for now, old in zip(self.weights(t), olds))
+                        for now, old in zip(self.weights(t), olds, strict=True))
             loss = loss + cfg.lambda2 * drift
         return loss
 

@@ -100,14 +100,18 @@ class Learner(ABC):
         what it keeps of the task (e.g. its validation data) and must not start over."""
 
     def begin_epoch(self, epoch: int) -> None:
-        """Called before each training epoch with the global 0-based epoch index."""
+        """Called before each training epoch with the global 0-based epoch index. Optional:
+        the default does nothing."""
+        return None
 
     @abstractmethod
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Train on one mini-batch; return detached scalar losses for logging."""
 
     def end_task(self, task: Task) -> None:
-        """Finish ``task``; its data will not be seen again."""
+        """Finish ``task``; its data will not be seen again. Optional: the default does
+        nothing."""
+        return None
 
     @abstractmethod
     def predict(self, x: torch.Tensor, task_id: int | None = None) -> torch.Tensor:

@@ -116,8 +116,11 @@ class BruteForce(SelectiveLearner):
         validation accuracy over the task's epochs, ties to the first) answers predictions."""
         accs = [self.candidate_accuracy(k) for k in range(len(self.candidates))]
         self.val_accuracy = accs
-        self.best_val = [max(a, b) for a, b in zip(accs, self.best_val)] if self.best_val \
+        self.best_val = (
+            [max(a, b) for a, b in zip(accs, self.best_val, strict=True)]
+            if self.best_val
             else list(accs)
+        )
         self.best = max(range(len(accs)), key=lambda k: (self.best_val[k], -k))
         self.task_epochs = 0
         self._use(self.best)
@@ -156,10 +159,14 @@ class BruteForce(SelectiveLearner):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["bruteforce"] = {
-            "best": self.best, "val_accuracy": list(self.val_accuracy),
-            "best_val": list(self.best_val), "task_epochs": self.task_epochs,
-            "candidates": [{"model": c.state_dict(), "optimizer": o.state_dict()}
-                           for c, o in zip(self.candidates, self.optimizers)],
+            "best": self.best,
+            "val_accuracy": list(self.val_accuracy),
+            "best_val": list(self.best_val),
+            "task_epochs": self.task_epochs,
+            "candidates": [
+                {"model": c.state_dict(), "optimizer": o.state_dict()}
+                for c, o in zip(self.candidates, self.optimizers, strict=True)
+            ],
         }
         state["optimizer"] = None  # the candidates' optimizers hold the state
         return state
@@ -169,13 +176,18 @@ class BruteForce(SelectiveLearner):
         searching = state["current_task"] is not None and bf["candidates"]
         if searching:  # the searching task has no fixed configuration yet
             t = int(state["current_task"])
-            state = dict(state, task_configs=[p for p in state["task_configs"] if int(p[0]) != t],
-                         current_task=None)
+            state = dict(
+                state,
+                task_configs=[p for p in state["task_configs"] if int(p[0]) != t],
+                current_task=None,
+            )
         super().load_state_dict(state)
         if searching:
             self.current_task = t
             self._make_candidates(_TaskShape(t, self.num_classes[t]))
-            for cand, opt, saved in zip(self.candidates, self.optimizers, bf["candidates"]):
+            for cand, opt, saved in zip(
+                self.candidates, self.optimizers, bf["candidates"], strict=True
+            ):
                 cand.load_state_dict(saved["model"])
                 opt.load_state_dict(saved["optimizer"])
             self.best, self.val_accuracy = int(bf["best"]), list(bf["val_accuracy"])

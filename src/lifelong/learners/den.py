@@ -248,14 +248,14 @@ class DEN(TaskNetLearner):
             loss = loss + cfg.l1 * sum(w.abs().sum() for w in weights)
         elif self.phase == "select":
             loss = loss + cfg.l2 * sum((w * m).square().sum()
-                                       for w, m in zip(net.weights, self.grad_masks))
+                                       for w, m in zip(net.weights, self.grad_masks, strict=True))
         elif self.phase == "expand":
-            for layer, (w, m) in enumerate(zip(net.weights, self.grad_masks)):
+            for layer, (w, m) in enumerate(zip(net.weights, self.grad_masks, strict=True)):
                 new = net.born(layer) == t  # rows of this task's new units
                 loss = loss + cfg.l1 * (w * m).abs().sum()
                 loss = loss + cfg.group_lasso * w[new].flatten(1).norm(dim=1).sum()
         elif self.phase == "split":
-            for w, old in zip(net.weights, self.before):
+            for w, old in zip(net.weights, self.before, strict=True):
                 rows, cols = old.shape[0], old.shape[1]
                 loss = loss + cfg.drift * (w[:rows, :cols] - old).square().sum()
         return loss
@@ -266,10 +266,10 @@ class DEN(TaskNetLearner):
         loss = self.loss(self.forward(batch.x, batch.task_id), batch)
         loss.backward()
         if self.grad_masks is not None:
-            for w, m in zip(self.net.weights, self.grad_masks):
+            for w, m in zip(self.net.weights, self.grad_masks, strict=True):
                 if w.grad is not None:
                     w.grad.mul_(m)
-            for b, m in zip(self.net.biases, self.grad_masks):
+            for b, m in zip(self.net.biases, self.grad_masks, strict=True):
                 if b.grad is not None:
                     b.grad.mul_(m.flatten(1).amax(1))  # a unit's bias trains with its weights
         self.optimizer.step()

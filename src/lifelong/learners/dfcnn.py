@@ -67,15 +67,29 @@ class DFCNN(TaskNetLearner):
     def build_shared(self) -> nn.Module:
         s = self.sizes
         return nn.ModuleList(KnowledgeBase(d, c, k) for d, c, k in
-                             zip(s.depth, s.kb_channels, s.kb_size))
+                             zip(s.depth, s.kb_channels, s.kb_size, strict=True))
 
     def build_task(self, task_id: int, num_classes: int) -> nn.Module:
         s, spec = self.sizes, self.ctx.net
         generators = nn.ModuleList(
-            make_generator(self.cfg.variant, c_in, c_out, kb_c, ts_c, depth,
-                           activation=self.cfg.deconv_activation == "relu")
-            for c_in, c_out, kb_c, ts_c, depth in zip(self.channels, self.channels[1:],
-                                                       s.kb_channels, s.ts_channels, s.depth))
+            make_generator(
+                self.cfg.variant,
+                c_in,
+                c_out,
+                kb_c,
+                ts_c,
+                depth,
+                activation=self.cfg.deconv_activation == "relu",
+            )
+            for c_in, c_out, kb_c, ts_c, depth in zip(
+                self.channels[:-1],
+                self.channels[1:],
+                s.kb_channels,
+                s.ts_channels,
+                s.depth,
+                strict=True,
+            )
+        )
         features = spec.feature_size(self.ctx.input_shape)
         head = FCHead(features, spec.fc, num_classes, spec.dropout)
         return nn.ModuleDict({"generators": generators, "head": head})
@@ -83,10 +97,10 @@ class DFCNN(TaskNetLearner):
     def filters(self, task_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Task ``task_id``'s conv filters and biases, generated from the current KBs."""
         gens = self.task_module(task_id)["generators"]
-        return [g(kb()) for g, kb in zip(gens, self.model["shared"])]
+        return [g(kb()) for g, kb in zip(gens, self.model["shared"], strict=True)]
 
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        for (w, b), pool in zip(self.filters(task_id), self.ctx.net.pools):
+        for (w, b), pool in zip(self.filters(task_id), self.ctx.net.pools, strict=True):
             x = conv_block(x, w, b, pool)  # (B, C_l, H_l, W_l)
         return self.task_module(task_id)["head"](x.flatten(1))  # (B, C_task)
 

@@ -8,7 +8,7 @@ sqrt(ms + eps) (PyTorch: sqrt(ms) + eps), which changes the step once gradients 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 

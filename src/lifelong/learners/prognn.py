@@ -23,7 +23,8 @@ from lifelong.config import check
 from lifelong.learners.base import NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets import FCHead
-from lifelong.nets.convnet import init_tf_, same_max_pool
+from lifelong.nets.convnet import same_max_pool
+from lifelong.nets.init import init_tf_
 
 __all__ = ["ProgressiveNets", "ProgNNConfig"]
 
@@ -60,14 +61,21 @@ class Column(nn.Module):
                  num_previous: int, dim_reduction: float) -> None:
         super().__init__()
         chans = [input_shape[0], *spec.channels]
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, k, padding=k // 2)
-                                   for a, b, k in zip(chans, chans[1:], spec.kernels))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, k, padding=k // 2)
+            for a, b, k in zip(chans[:-1], chans[1:], spec.kernels, strict=True)
+        )
         init_tf_(self.convs)
         self.laterals = nn.ModuleList()
-        for layer, (c_in, c_out, k) in enumerate(zip(chans, chans[1:], spec.kernels)):
+        for layer, (c_in, c_out, k) in enumerate(
+            zip(chans[:-1], chans[1:], spec.kernels, strict=True)
+        ):
             reduced = max(1, int(c_in / (dim_reduction * (num_previous + 1))))
-            self.laterals.append(nn.ModuleList(
-                Adapter(c_in, reduced, c_out, k) for _ in range(num_previous if layer else 0)))
+            self.laterals.append(
+                nn.ModuleList(
+                    Adapter(c_in, reduced, c_out, k) for _ in range(num_previous if layer else 0)
+                )
+            )
         self.head = FCHead(spec.feature_size(input_shape), spec.fc, num_classes, spec.dropout)
 
 
@@ -78,8 +86,13 @@ class ProgressiveNets(TaskNetLearner):
     Config = ProgNNConfig
 
     def build_task(self, task_id: int, num_classes: int) -> nn.Module:
-        return Column(self.ctx.net, self.ctx.input_shape, num_classes, len(self.num_classes),
-                      self.cfg.dim_reduction)
+        return Column(
+            self.ctx.net,
+            self.ctx.input_shape,
+            num_classes,
+            len(self.num_classes),
+            self.cfg.dim_reduction,
+        )
 
     def trainable_parameters(self, task_id: int) -> list[nn.Parameter]:
         return list(self.task_module(task_id).parameters())  # earlier columns stay frozen

@@ -33,8 +33,9 @@ from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.learners.tf import Core, Factors
 from lifelong.learners.transfer import Bits, config_name
 from lifelong.nets import FCHead
-from lifelong.nets.convnet import conv_block, init_tf_
+from lifelong.nets.convnet import conv_block
 from lifelong.nets.dfcnn import KnowledgeBase, dfcnn_sizes, make_generator
+from lifelong.nets.init import init_tf_
 from lifelong.tasks import Batch, Task
 
 __all__ = ["SelectiveLearner", "SelectiveConfig", "BASE_FIELDS", "ConvParams"]
@@ -118,7 +119,7 @@ class SelectiveLearner(TaskNetLearner):
 
     # -- parameters ------------------------------------------------------------------------
     def _layers(self) -> list[tuple[int, int, int]]:
-        return list(zip(self.chans, self.chans[1:], self.ctx.net.kernels))
+        return list(zip(self.chans[:-1], self.chans[1:], self.ctx.net.kernels, strict=True))
 
     def build_shared(self) -> nn.Module:
         if self.kind == "hps":
@@ -127,7 +128,7 @@ class SelectiveLearner(TaskNetLearner):
             return nn.ModuleList(Core(a, b, k) for a, b, k in self._layers())
         s = self.sizes
         return nn.ModuleList(KnowledgeBase(d, c, k) for d, c, k in
-                             zip(s.depth, s.kb_channels, s.kb_size))
+                             zip(s.depth, s.kb_channels, s.kb_size, strict=True))
 
     def _transfer_module(self, layer: int) -> nn.Module:
         """Task-specific parameters of layer ``layer``'s transfer-based form."""
@@ -239,7 +240,7 @@ class SelectiveLearner(TaskNetLearner):
                     continue
                 w, b = self.layer_filter(layer, task_id, bit)
                 out = conv_block(torch.cat([level[p] for p in parents]), w, b, pool)
-                for p, y in zip(parents, out.split(B)):
+                for p, y in zip(parents, out.split(B), strict=True):
                     new[p + (bit,)] = y
             level = new
         return torch.cat([level[c] for c in configs]).flatten(1)  # (n * B, F)

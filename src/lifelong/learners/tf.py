@@ -26,7 +26,7 @@ from lifelong.learners.base import NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets import FCHead
 from lifelong.nets.convnet import conv_block
-from lifelong.nets.dfcnn import tf_glorot_uniform_
+from lifelong.nets.tf import Core, Factors
 from lifelong.tasks import Batch
 
 __all__ = ["TensorFactorization", "TFConfig"]
@@ -42,38 +42,6 @@ class TFConfig(NetLearnerConfig):
         check(self.orthogonality >= 0, "orthogonality must be >= 0")
 
 
-def _glorot(*shape: int) -> nn.Parameter:
-    # TF layout of the factors is the same as ours (square matrices, a vector for the bias).
-    return nn.Parameter(tf_glorot_uniform_(torch.empty(*shape), shape))
-
-
-class Core(nn.Module):
-    """The shared core of one layer, stored (c_out, c_in, k, k) for ``F.conv2d``."""
-
-    def __init__(self, c_in: int, c_out: int, k: int) -> None:
-        super().__init__()
-        self.W0 = nn.Parameter(tf_glorot_uniform_(torch.empty(c_out, c_in, k, k),
-                                                  (k, k, c_in, c_out)))
-
-
-class Factors(nn.Module):
-    """One task's factor matrices and bias for one layer."""
-
-    def __init__(self, c_in: int, c_out: int, k: int) -> None:
-        super().__init__()
-        self.U1, self.U2 = _glorot(k, k), _glorot(k, k)
-        self.U3, self.U4 = _glorot(c_in, c_in), _glorot(c_out, c_out)
-        self.bias = _glorot(c_out)
-
-    def filters(self, W0: torch.Tensor) -> torch.Tensor:
-        # W'[o', i', y', x'] = sum W0[o, i, y, x] U1[y, y'] U2[x, x'] U3[i, i'] U4[o, o']
-        return torch.einsum("oiyx,yY,xX,iI,oO->OIYX", W0, self.U1, self.U2, self.U3, self.U4)
-
-    def orthogonality(self) -> torch.Tensor:
-        return sum(torch.linalg.matrix_norm(U.T @ U - torch.eye(U.shape[0], device=U.device))
-                   for U in (self.U1, self.U2, self.U3, self.U4))
-
-
 class TensorFactorization(TaskNetLearner):
     """Tensor factorization: a shared conv core per layer, mode-multiplied by task-specific
     factor matrices (Bulat-style, with an orthogonality penalty)."""
@@ -82,7 +50,7 @@ class TensorFactorization(TaskNetLearner):
 
     def _layers(self) -> list[tuple[int, int, int]]:
         chans = [self.ctx.input_shape[0], *self.ctx.net.channels]
-        return list(zip(chans, chans[1:], self.ctx.net.kernels))
+        return list(zip(chans[:-1], chans[1:], self.ctx.net.kernels, strict=True))
 
     def build_shared(self) -> nn.Module:
         return nn.ModuleList(Core(c_in, c_out, k) for c_in, c_out, k in self._layers())
@@ -96,7 +64,9 @@ class TensorFactorization(TaskNetLearner):
 
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         task = self.task_module(task_id)
-        for core, f, pool in zip(self.model["shared"], task["factors"], self.ctx.net.pools):
+        for core, f, pool in zip(
+            self.model["shared"], task["factors"], self.ctx.net.pools, strict=True
+        ):
             x = conv_block(x, f.filters(core.W0), f.bias, pool)  # (B, C_l, H_l, W_l)
         return task["head"](x.flatten(1))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from lifelong.errors import ConfigError
 
@@ -72,7 +72,7 @@ def all_configs(num_layers: int, groups: Sequence[Sequence[int]] = ()) -> list[B
     out = []
     for bits in itertools.product((0, 1), repeat=len(groups)):
         cfg = [0] * num_layers
-        for bit, group in zip(bits, groups):
+        for bit, group in zip(bits, groups, strict=True):
             for layer in group:
                 cfg[layer] = bit
         out.append(tuple(cfg))

@@ -16,9 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.errors import ConfigError
+from lifelong.nets.init import init_tf_
 
 __all__ = ["NetSpec", "ConvTrunk", "FCHead", "SamePool", "pooled_size", "same_max_pool",
-           "conv_block", "init_tf_"]
+           "conv_block"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class NetSpec:
     def feature_size(self, input_shape: tuple[int, int, int]) -> int:
         """Length of the flattened trunk output for inputs of shape (C, H, W)."""
         c, h, w = input_shape
-        for ch, p in zip(self.channels, self.pools):
+        for ch, p in zip(self.channels, self.pools, strict=True):
             h, w, c = pooled_size(h, p), pooled_size(w, p), ch
         if h < 1 or w < 1:
             raise ConfigError(f"input {input_shape} is too small for the network's pooling")
@@ -97,15 +98,6 @@ def conv_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     return same_max_pool(F.relu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)), pool)
 
 
-def init_tf_(module: nn.Module) -> nn.Module:
-    """The original code's initialisation of plain conv and FC layers (``new_weight`` /
-    ``new_bias``): weights from a normal with std 0.05 truncated at two std, biases 0.2."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, std=0.05, a=-0.1, b=0.1)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0.2)
-    return module
 
 
 class ConvTrunk(nn.Module):
@@ -120,7 +112,7 @@ class ConvTrunk(nn.Module):
         self.input_shape = tuple(input_shape)
         layers: list[nn.Module] = []
         c_in = input_shape[0]
-        for c_out, k, p in zip(spec.channels, spec.kernels, spec.pools):
+        for c_out, k, p in zip(spec.channels, spec.kernels, spec.pools, strict=True):
             layers += [nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.ReLU(inplace=True)]
             if p > 1:
                 layers.append(SamePool(p))

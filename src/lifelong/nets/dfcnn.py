@@ -17,7 +17,6 @@ Tensors use PyTorch layouts: L is (depth, c_kb, kb, kb); a transposed-convolutio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,9 +25,10 @@ import torch.nn.functional as F
 
 from lifelong.errors import ConfigError
 from lifelong.nets.convnet import NetSpec
+from lifelong.nets.init import tf_glorot_uniform_
 
 __all__ = ["DFCNNSizes", "dfcnn_sizes", "KnowledgeBase", "FilterGenerator", "DeconvContraction",
-           "DirectDeconv", "TwoContractions", "make_generator", "tf_glorot_uniform_"]
+           "DirectDeconv", "TwoContractions", "make_generator"]
 
 DECONV_STRIDE = 2  # the original code's TS stride; k = (kb - 1) * 2 + 1
 DECONV_SIZE = 3  # spatial size p of the deconvolution filters V_t
@@ -84,7 +84,7 @@ def dfcnn_sizes(net_name: str, spec: NetSpec, in_channels: int, variant: str = "
     if any(k % 2 == 0 for k in spec.kernels):
         raise ConfigError("DF-CNN needs odd kernel sizes (k = (kb - 1) * 2 + 1)")
     chans = [in_channels, *spec.channels]
-    pairs = list(zip(chans, chans[1:]))
+    pairs = list(zip(chans[:-1], chans[1:], strict=True))
     rule = {"size": tuple((k + 1) // 2 for k in spec.kernels),
             "kb": tuple(max(1, (a + b) // 3) for a, b in pairs),
             "ts": tuple(max(1, 2 * (a + b) // 3) for a, b in pairs),
@@ -103,19 +103,6 @@ def dfcnn_sizes(net_name: str, spec: NetSpec, in_channels: int, variant: str = "
     return DFCNNSizes(tuple(sizes["size"]), tuple(kb_ch), tuple(ts_ch), tuple(depth))
 
 
-def tf_glorot_uniform_(t: torch.Tensor, tf_shape: tuple[int, ...]) -> torch.Tensor:
-    """Glorot-uniform init with TensorFlow's fans for a variable of TF shape ``tf_shape``.
-
-    ``tf.get_variable`` without an initializer (how the original code creates KB and TS
-    parameters) uses glorot_uniform; TF takes fan_in = shape[-2] * prod(shape[:-2]) and
-    fan_out = shape[-1] * prod(shape[:-2]), which differs from PyTorch's fan convention.
-    """
-    receptive = math.prod(tf_shape[:-2]) if len(tf_shape) > 2 else 1
-    fan_in = tf_shape[-2] * receptive if len(tf_shape) > 1 else tf_shape[0]
-    fan_out = tf_shape[-1] * receptive
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    with torch.no_grad():
-        return t.uniform_(-limit, limit)
 
 
 class KnowledgeBase(nn.Module):

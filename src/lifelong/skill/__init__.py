@@ -1,2 +1,3 @@
-"""SKILL: lightweight lifelong learners (frozen backbone, heads, beneficial biases, task
-anchors) and the knowledge bundles agents share."""
+"""SKILL's population: agents that learn tasks in parallel (locally or as Ray actors), sign and
+share the bundles their Lightweight Lifelong Learners make, and the report of a run. The learner
+itself lives below the runner, in :mod:`lifelong.learners.lll`."""

@@ -8,12 +8,13 @@ student for everyone else's (SKILL paper, section 3).
 
 The same class runs in-process (``--backend local``) and as a Ray actor; every argument and
 return value is plain data (bytes, ints, strings, dicts), and received bytes are only ever
-read by :func:`lifelong.skill.bundle.decode` (safetensors + JSON; nothing is unpickled by us).
+read by :func:`lifelong.learners.lll.bundle.decode` (safetensors + JSON; nothing is unpickled
+by us).
 
 With a population ``key`` every bundle the agent shares or saves is signed
 (:mod:`lifelong.skill.signing`) and every bundle it receives or restores must verify; then
 its content is checked against the agent's backbone, mapper and stream
-(:mod:`lifelong.skill.admission`): a bundle can never claim one of the agent's own tasks,
+(:mod:`lifelong.learners.lll.admission`): a bundle can never claim one of the agent's own tasks,
 replace one it holds, or name a task or classes its stream does not have.
 
 Accuracy must not depend on the number of agents (paper, Table 2). So a task's training
@@ -36,10 +37,10 @@ import torch
 
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.experiment import make_experiment
+from lifelong.learners.lll.admission import Admission, stream_facts
+from lifelong.learners.lll.bundle import BundleError
+from lifelong.learners.lll.learner import LLL
 from lifelong.runner import evaluate, train_epoch
-from lifelong.skill.admission import Admission, stream_facts
-from lifelong.skill.bundle import BundleError
-from lifelong.skill.lll import LLL
 from lifelong.skill.signing import sign, verify
 
 __all__ = ["Agent", "AgentCrash"]
@@ -56,10 +57,20 @@ def _task_seed(seed: int, task_id: int) -> int:
 class Agent:
     """A LLL agent with its own task list; see the module docstring."""
 
-    def __init__(self, raw: dict[str, Any], agent_id: int, tasks: list[int], *,
-                 out: str | None = None, threads: int = 1, crash_after: int | None = None,
-                 restore: bool = False, in_process: bool = True, key: str | None = None,
-                 dynamic: bool = False) -> None:
+    def __init__(
+        self,
+        raw: dict[str, Any],
+        agent_id: int,
+        tasks: list[int],
+        *,
+        out: str | None = None,
+        threads: int = 1,
+        crash_after: int | None = None,
+        restore: bool = False,
+        in_process: bool = True,
+        key: str | None = None,
+        dynamic: bool = False,
+    ) -> None:
         """``raw``: the experiment (benchmark, learner ``lll`` and its settings, seed, epochs).
         ``crash_after``: fault injection for tests and drills: the agent's process dies when
         it starts learning its (crash_after + 1)-th own task. ``restore``: reload the bundles
@@ -82,13 +93,15 @@ class Agent:
         self.stream = self.exp.build_stream()
         bad = [t for t in self.tasks if not 0 <= t < len(self.stream)]
         if bad:
-            raise ConfigError(f"agent {agent_id}: no task {bad[0]} in a stream of "
-                              f"{len(self.stream)}")
+            raise ConfigError(
+                f"agent {agent_id}: no task {bad[0]} in a stream of {len(self.stream)}"
+            )
         self.device = torch.device("cpu")
         learner = self.exp.build_learner(self.stream, self.device)
         if not isinstance(learner, LLL):
-            raise ConfigError(f"SKILL agents share LLL bundles; learner {self.exp.run.learner} "
-                              "has none")
+            raise ConfigError(
+                f"SKILL agents share LLL bundles; learner {self.exp.run.learner} has none"
+            )
         self.learner: LLL = learner
         self.key = bytes.fromhex(key) if key else None
         self.dynamic = dynamic
@@ -112,8 +125,9 @@ class Agent:
     def _log(self, event: str, **fields: Any) -> None:
         if self.dir is None:
             return
-        line = json.dumps({"time": round(time.time(), 3), "agent": self.id, "event": event,
-                           **fields})
+        line = json.dumps(
+            {"time": round(time.time(), 3), "agent": self.id, "event": event, **fields}
+        )
         with open(self.dir / "log.jsonl", "a") as f:
             f.write(line + "\n")
 
@@ -132,8 +146,9 @@ class Agent:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise ConfigError(f"{self.dir} is still in use by another process "
-                                      f"after {wait_s:.0f} s") from None
+                    raise ConfigError(
+                        f"{self.dir} is still in use by another process after {wait_s:.0f} s"
+                    ) from None
                 time.sleep(0.2)
         self._lock_fd = fd
 
@@ -165,12 +180,14 @@ class Agent:
         if self.dir is None:
             raise ConfigError("restore needs the agent's output directory")
         admission = Admission(self._facts)  # own tasks are what a restore brings back
-        files = sorted(p for p in (self.dir / "bundles").glob("task-*.*")
-                       if p.suffix in (".bundle", ".safetensors"))
+        files = sorted(
+            p
+            for p in (self.dir / "bundles").glob("task-*.*")
+            if p.suffix in (".bundle", ".safetensors")
+        )
         for path in files:
             try:
-                task_id = self.learner.import_bundle(verify(self.key, path.read_bytes()),
-                                                     admission)
+                task_id = self.learner.import_bundle(verify(self.key, path.read_bytes()), admission)
             except BundleError as err:  # a damaged or unsigned file is refused like any bundle
                 self.refused.append({"source": path.name, "reason": str(err)})
                 continue
@@ -190,11 +207,19 @@ class Agent:
                 e = json.loads(line)
             except ValueError:
                 continue  # a line cut short by a kill
-            if isinstance(e, dict) and e.get("event") == "learned" and \
-                    e.get("task") in self.learned:
-                out[e["task"]] = {"agent": self.id, "task": e["task"],
-                                  "seconds": e.get("seconds", 0.0), "epochs": e.get("epochs", 0),
-                                  "macs": e.get("macs", 0), "bytes": e.get("bytes", 0)}
+            if (
+                isinstance(e, dict)
+                and e.get("event") == "learned"
+                and e.get("task") in self.learned
+            ):
+                out[e["task"]] = {
+                    "agent": self.id,
+                    "task": e["task"],
+                    "seconds": e.get("seconds", 0.0),
+                    "epochs": e.get("epochs", 0),
+                    "macs": e.get("macs", 0),
+                    "bytes": e.get("bytes", 0),
+                }
         return out
 
     def history(self) -> list[dict[str, Any]]:
@@ -237,10 +262,22 @@ class Agent:
         self._save(task_id)
         data = self._wrap(self.learner.export_bundle(task_id))
         macs = self.learner.train_macs.get(task_id, 0) - macs_before
-        self._log("learned", task=task_id, epochs=epochs, seconds=round(seconds, 3),
-                  macs=macs, bytes=len(data))
-        return {"agent": self.id, "task": task_id, "bundle": data, "seconds": seconds,
-                "epochs": epochs, "macs": macs}
+        self._log(
+            "learned",
+            task=task_id,
+            epochs=epochs,
+            seconds=round(seconds, 3),
+            macs=macs,
+            bytes=len(data),
+        )
+        return {
+            "agent": self.id,
+            "task": task_id,
+            "bundle": data,
+            "seconds": seconds,
+            "epochs": epochs,
+            "macs": macs,
+        }
 
     # -- student -------------------------------------------------------------------------------
     def receive(self, data: bytes, source: str = "") -> dict[str, Any]:
@@ -251,8 +288,9 @@ class Agent:
         try:
             inner = verify(self.key, data)
             held = set(self.learner.bundle_bytes)
-            task_id = self.learner.import_bundle(inner, Admission(self._facts,
-                                                                  frozenset(self._own())))
+            task_id = self.learner.import_bundle(
+                inner, Admission(self._facts, frozenset(self._own()))
+            )
         except BundleError as err:
             reason = str(err)
             self.refused.append({"source": source, "reason": reason})
@@ -288,29 +326,36 @@ class Agent:
         for t in ids:
             task = self.stream[t]
             if t in held:  # one pass gives all three (the runner's views)
-                res = evaluate(self.learner, task, task.test, self.device, "class-il",
-                               views=True)
+                res = evaluate(self.learner, task, task.test, self.device, "class-il", views=True)
                 out[str(t)] = {k: res[k] for k in ("acc", "mapper", "oracle")}
             elif held:  # a lost task: its mapper can only pick another task
                 res = evaluate(self.learner, task, task.test, self.device, "class-il")
                 out[str(t)] = {"acc": res["acc"], "mapper": 0.0, "oracle": float("nan")}
             else:
                 out[str(t)] = {"acc": 0.0, "mapper": 0.0, "oracle": float("nan")}
-        self._log("evaluated", seconds=round(time.perf_counter() - start, 3),
-                  tasks=len(ids))
+        self._log("evaluated", seconds=round(time.perf_counter() - start, 3), tasks=len(ids))
         return out
 
     def report(self) -> dict[str, Any]:
         """What this agent did: its tasks, what it learned, refused and received, its cost."""
         rep = self.learner.report()
-        samples = sum(len(b.anchor.samples) for b in self.learner.bundles.values()
-                      if hasattr(b.anchor, "samples"))
-        return {"feature_dim": self.learner.backbone.num_features,
-                "maha_samples_total": samples, "agent": self.id, "tasks": self.tasks,
-                "learned": sorted(self.learned),
-                "held": sorted(self.learner.bundles), "refused": self.refused,
-                "received_bytes": self.received_bytes,
-                "student_seconds": self.student_seconds,
-                "train_macs": rep["train_macs"], "bundle_bytes": rep["bundle_bytes"],
-                "inference_macs_per_image": rep["inference_macs_per_image"],
-                "pid": os.getpid()}
+        samples = sum(
+            len(b.anchor.samples)
+            for b in self.learner.bundles.values()
+            if hasattr(b.anchor, "samples")
+        )
+        return {
+            "feature_dim": self.learner.backbone.num_features,
+            "maha_samples_total": samples,
+            "agent": self.id,
+            "tasks": self.tasks,
+            "learned": sorted(self.learned),
+            "held": sorted(self.learner.bundles),
+            "refused": self.refused,
+            "received_bytes": self.received_bytes,
+            "student_seconds": self.student_seconds,
+            "train_macs": rep["train_macs"],
+            "bundle_bytes": rep["bundle_bytes"],
+            "inference_macs_per_image": rep["inference_macs_per_image"],
+            "pid": os.getpid(),
+        }

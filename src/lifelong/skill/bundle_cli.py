@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from lifelong.errors import ConfigError
-from lifelong.skill.admission import Admission
-from lifelong.skill.bundle import BundleError, decode, describe
+from lifelong.learners.lll.admission import Admission
+from lifelong.learners.lll.bundle import BundleError, decode, describe
 from lifelong.skill.signing import is_signed, read_key, unwrap_unverified, verify
 
 __all__ = ["verify_files", "inspect_file"]
@@ -38,7 +38,7 @@ class _RunChecker:
 
     def __init__(self, run_dir: Path) -> None:
         from lifelong.experiment import make_experiment
-        from lifelong.skill.lll import LLL
+        from lifelong.learners.lll.learner import LLL
         from lifelong.skill.run import MARKER, STATE
 
         if not (run_dir / MARKER).is_file() or not (run_dir / STATE).is_file():

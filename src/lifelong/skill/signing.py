@@ -8,9 +8,9 @@ every bundle an agent shares or saves is wrapped as
 
 and a receiver holding a key refuses anything whose tag does not verify: unsigned bytes,
 a tag made with another key (another population's bundle), or bytes altered after signing.
-The bundle inside is byte-for-byte what :func:`lifelong.skill.bundle.encode` made, so the
+The bundle inside is byte-for-byte what :func:`lifelong.learners.lll.bundle.encode` made, so the
 SHA-256 digests agents compare are those of the bundles, not of the envelopes. The content
-checks of :func:`~lifelong.skill.bundle.decode` still apply to every signed bundle: a key
+checks of :func:`~lifelong.learners.lll.bundle.decode` still apply to every signed bundle: a key
 held by a buggy or compromised member of the population must not be enough to crash others.
 """
 
@@ -22,7 +22,7 @@ import os
 import secrets
 from pathlib import Path
 
-from lifelong.skill.bundle import BundleError
+from lifelong.learners.lll.bundle import BundleError
 
 __all__ = ["MAGIC", "new_key", "sign", "verify", "is_signed", "unwrap_unverified", "read_key",
            "write_key", "KEY_FILE"]

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from lifelong.config import check
-from lifelong.learners.cl.common import CLConfig, CLLearner, ReservoirBuffer, TensorStore
+from lifelong.learners.cl.base import CLConfig, CLLearner
+from lifelong.learners.cl.memory import ReservoirBuffer, TensorStore
 from lifelong.tasks import Batch, Task
 
 __all__ = ["AGEM", "AGEMConfig", "agem_project"]

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.cl.common import CLConfig, CLLearner, ReservoirBuffer
+from lifelong.learners.cl.base import CLConfig, CLLearner
+from lifelong.learners.cl.memory import ReservoirBuffer
 from lifelong.tasks import Batch
 
 __all__ = ["DER", "DERPP", "DERConfig", "DERPPConfig"]
@@ -40,12 +41,12 @@ class DERConfig(CLConfig):
         super().validate()
         check(self.buffer_size >= 1 and self.replay_batch >= 1,
               "buffer_size and replay_batch must be >= 1")
+        check(self.alpha >= 0, "alpha must be >= 0")
 
     @classmethod
     def with_memory(cls, n: int) -> dict[str, Any]:
         """Settings that keep at most ``n`` stored examples (``compare --memory``)."""
         return {"buffer_size": n}
-        check(self.alpha >= 0, "alpha must be >= 0")
 
 
 @dataclass
@@ -74,7 +75,9 @@ class DER(CLLearner):
         super().__init__(cfg, ctx)
         self.buffer = ReservoirBuffer(cfg.buffer_size)
 
-    def _replay_logits(self, h: torch.Tensor, tasks: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _replay_logits(
+        self, h: torch.Tensor, tasks: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(rows, logits) groups of replayed features ``h``: own head (task-il) or all seen
         columns (class-il)."""
         if self.class_il:
@@ -106,7 +109,7 @@ class DER(CLLearner):
         loss = self.reduce(ce)
         mse = torch.zeros(())
         if first:
-            h1 = h[n:n + r]
+            h1 = h[n : n + r]
             sq = torch.zeros(r, device=h.device)
             for rows, logits in self._replay_logits(h1, first["task"]):
                 stored = first["logits"][rows]
@@ -120,16 +123,20 @@ class DER(CLLearner):
             mse = self.reduce(sq)
             loss = loss + self.cfg.alpha * mse
         if second:
-            h2 = h[n + r:]
+            h2 = h[n + r :]
             ce2 = self.reduce(self.ce_per_example(h2, second["y"], second["task"]))
             loss = loss + self.cfg.beta * ce2
         self.step(loss)
         # reservoir update with the logits the network gave the current inputs
         stored = cur_logits.detach()
-        self.buffer.add(self.gen, x=batch.x, y=batch.y,
-                        task=torch.full_like(batch.y, batch.task_id),
-                        logits=stored,
-                        width=torch.full_like(batch.y, stored.shape[1]))
+        self.buffer.add(
+            self.gen,
+            x=batch.x,
+            y=batch.y,
+            task=torch.full_like(batch.y, batch.task_id),
+            logits=stored,
+            width=torch.full_like(batch.y, stored.shape[1]),
+        )
         # "loss" is the current batch's cross-entropy, comparable across learners
         return {"loss": self.logged(self.reduce(ce), n), "mse": mse.detach()}
 

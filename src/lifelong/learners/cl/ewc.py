@@ -30,13 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.cl.common import (
-    CLConfig,
-    CLLearner,
-    QuadraticPenalty,
-    chunk_size,
-    per_example_grads,
-)
+from lifelong.learners.cl.base import CLConfig, CLLearner
+from lifelong.learners.cl.penalty import QuadraticPenalty, chunk_size, per_example_grads
 from lifelong.tasks import Batch, Task
 
 __all__ = ["EWC", "OnlineEWC", "EWCConfig", "OnlineEWCConfig", "fisher_diagonal", "add_task",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lifelong.learners.cl.common import CLLearner
+from lifelong.learners.cl.base import CLLearner
 from lifelong.tasks import Batch
 
 __all__ = ["Finetune"]

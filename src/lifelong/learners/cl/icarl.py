@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from lifelong.config import check
 from lifelong.data.images import ImageSet
 from lifelong.errors import ConfigError
-from lifelong.learners.cl.common import CLConfig, CLLearner, MultiHeadNet, TensorStore
+from lifelong.learners.cl.base import CLConfig, CLLearner, MultiHeadNet
+from lifelong.learners.cl.memory import TensorStore
 from lifelong.tasks import Batch, Task
 
 __all__ = ["ICaRL", "ICaRLConfig", "herding", "nme_scores"]

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from lifelong.config import check
 from lifelong.data.images import ImageSet
-from lifelong.learners.cl.common import CLConfig, CLLearner, MultiHeadNet
+from lifelong.learners.cl.base import CLConfig, CLLearner, MultiHeadNet
 from lifelong.tasks import Batch, Task
 
 __all__ = ["LwF", "LwFConfig", "distillation_loss"]

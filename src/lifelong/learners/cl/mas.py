@@ -20,13 +20,8 @@ import torch
 import torch.nn as nn
 
 from lifelong.config import check
-from lifelong.learners.cl.common import (
-    CLConfig,
-    CLLearner,
-    QuadraticPenalty,
-    chunk_size,
-    per_example_grads,
-)
+from lifelong.learners.cl.base import CLConfig, CLLearner
+from lifelong.learners.cl.penalty import QuadraticPenalty, chunk_size, per_example_grads
 from lifelong.tasks import Batch, Task
 
 __all__ = ["MAS", "MASConfig", "mas_importance"]

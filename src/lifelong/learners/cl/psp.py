@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.cl.common import CLConfig, CLLearner, MultiHeadNet
+from lifelong.learners.cl.base import CLConfig, CLLearner, MultiHeadNet
 from lifelong.nets import NetSpec
 from lifelong.tasks import Batch
 

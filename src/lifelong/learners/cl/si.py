@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from lifelong.config import check
-from lifelong.learners.cl.common import CLConfig, CLLearner, QuadraticPenalty
+from lifelong.learners.cl.base import CLConfig, CLLearner
+from lifelong.learners.cl.penalty import QuadraticPenalty
 from lifelong.tasks import Batch, Task
 
 __all__ = ["SI", "SIConfig", "PathIntegral"]

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.cl.common import CLConfig, CLLearner
+from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.nets import NetSpec
 from lifelong.nets.convnet import same_max_pool
 from lifelong.tasks import Batch, Task
@@ -119,7 +119,7 @@ class SupSupNet(nn.Module):
         super().__init__()
         layers: list[FixedLayer] = []
         c = input_shape[0]
-        for c_out, k, p in zip(spec.channels, spec.kernels, spec.pools):
+        for c_out, k, p in zip(spec.channels, spec.kernels, spec.pools, strict=True):
             layers.append(FixedLayer((c_out, c, k, k), pool=p))
             c = c_out
         features = spec.feature_size(tuple(input_shape))

@@ -1,13 +1,13 @@
 """What a receiving agent checks beyond the format: the bundle against its own stream.
 
-:func:`lifelong.skill.bundle.decode` guarantees a well-formed bundle for this backbone and
+:func:`lifelong.learners.lll.bundle.decode` guarantees a well-formed bundle for this backbone and
 task mapper. Only the receiver knows whether it *belongs*: its task id must be a strict
 ``int`` naming a task of the receiver's stream that is not one of the receiver's own tasks;
 its class ids and class count must be that task's; a GMMC anchor may not claim more training
 samples than the task has (the mixture weights of Eq. 4 are scaled by that count, so an
 inflated one steals every input of the real task), and Mahalanobis samples are capped the
 same way. Whether the task is already held with other bytes is the learner's check
-(:meth:`lifelong.skill.lll.LLL.import_bundle`), since only it holds the bytes.
+(:meth:`lifelong.learners.lll.learner.LLL.import_bundle`), since only it holds the bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from lifelong.skill.anchors import GMMCAnchor
-from lifelong.skill.bundle import Bundle, BundleError, show
+from lifelong.learners.lll.anchors import GMMCAnchor
+from lifelong.learners.lll.bundle import Bundle, BundleError, show
 from lifelong.tasks import TaskStream
 
 __all__ = ["TaskFacts", "Admission", "stream_facts"]

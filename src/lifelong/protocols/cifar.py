@@ -7,7 +7,11 @@ from typing import Literal
 
 import numpy as np
 
-from lifelong.benchmarks.base import (
+from lifelong.config import Config, check
+from lifelong.data.cifar import CifarData, read_cifar10, read_cifar100
+from lifelong.data.images import Normalize
+from lifelong.errors import ConfigError
+from lifelong.protocols.base import (
     Benchmark,
     TrainingDefaults,
     TransformFactory,
@@ -15,10 +19,6 @@ from lifelong.benchmarks.base import (
     partition_classes,
     stream,
 )
-from lifelong.config import Config, check
-from lifelong.data.cifar import CifarData, read_cifar10, read_cifar100
-from lifelong.data.images import Normalize
-from lifelong.errors import ConfigError
 from lifelong.tasks import TaskStream
 
 __all__ = ["SplitCIFAR100", "SplitCIFAR10", "PAPER_CIFAR100_TASKS"]

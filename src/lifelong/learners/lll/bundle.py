@@ -12,7 +12,7 @@ code relies on, or raises :class:`BundleError` with a one-line reason (values sh
 JSON nesting, huge integers, odd types and library errors are all turned into refusals.
 What the bytes are checked against is an :class:`Expect` (the receiver's backbone and
 mapper); what only the receiving agent knows (its stream's tasks, its own tasks, what it
-already holds) is checked by :mod:`lifelong.skill.admission`.
+already holds) is checked by :mod:`lifelong.learners.lll.admission`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from lifelong.errors import LifelongError
-from lifelong.skill.anchors import GMMCAnchor, MahaAnchor
+from lifelong.learners.lll.anchors import GMMCAnchor, MahaAnchor
 
 __all__ = ["Bundle", "BundleError", "Expect", "encode", "decode", "digest", "describe",
            "MAX_BUNDLE_BYTES"]

@@ -40,7 +40,7 @@ class NameEmbedder:
         todo = sorted({n for n in names if n not in self._cache})
         if todo:
             vecs = _model().encode(todo, normalize_embeddings=True, show_progress_bar=False)
-            self._cache.update(zip(todo, np.asarray(vecs, dtype=np.float32)))
+            self._cache.update(zip(todo, np.asarray(vecs, dtype=np.float32), strict=True))
         return np.stack([self._cache[n] for n in names]) if names else np.zeros((0, 384))
 
 

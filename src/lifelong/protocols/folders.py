@@ -9,7 +9,10 @@ from typing import Literal
 
 import numpy as np
 
-from lifelong.benchmarks.base import (
+from lifelong.config import Config, check
+from lifelong.data.folders import check_images, find_domain, read_domain_tree, read_split_tree
+from lifelong.data.images import FileSource
+from lifelong.protocols.base import (
     Benchmark,
     TrainingDefaults,
     make_task,
@@ -19,9 +22,6 @@ from lifelong.benchmarks.base import (
     stream,
     task_name,
 )
-from lifelong.config import Config, check
-from lifelong.data.folders import check_images, find_domain, read_domain_tree, read_split_tree
-from lifelong.data.images import FileSource
 from lifelong.tasks import Task, TaskStream
 
 __all__ = ["OfficeHome", "Folder"]
@@ -32,7 +32,7 @@ def _source(files_per_class: list[list[Path]], size: int) -> tuple[FileSource, l
     paths = [p for files in files_per_class for p in files]
     check_images(paths)
     starts = np.cumsum([0] + [len(f) for f in files_per_class])
-    rows = [np.arange(a, b) for a, b in zip(starts[:-1], starts[1:])]
+    rows = [np.arange(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
     return FileSource(paths, size=size), rows
 
 
@@ -120,18 +120,34 @@ class OfficeHome(Benchmark):
             for group in groups:
                 names = [class_names[c] for c in group]
                 source, rows = _source([tree[domain][n] for n in names], cfg.image_size)
-                labels = np.concatenate([np.full(len(r), c) for r, c in zip(rows, group)])
+                labels = np.concatenate(
+                    [np.full(len(r), c) for r, c in zip(rows, group, strict=True)])
                 per_class = [
-                    split_class_rows(rng, labels, c, fraction=1.0, parts=cfg.split,
-                                     what=f"office-home {domain}/{class_names[c]}")
+                    split_class_rows(
+                        rng,
+                        labels,
+                        c,
+                        fraction=1.0,
+                        parts=cfg.split,
+                        what=f"office-home {domain}/{class_names[c]}",
+                    )
                     for c in group
                 ]
-                splits = {s: (source, [p[i] for p in per_class])
-                          for i, s in enumerate(("train", "val", "test"))}
+                splits = {
+                    s: (source, [p[i] for p in per_class])
+                    for i, s in enumerate(("train", "val", "test"))
+                }
                 t = len(tasks)
-                tasks.append(make_task(t, f"{domain}:{task_name(names)}", names,
-                                       [offset + c for c in group], splits,
-                                       info={"domain": domain}))
+                tasks.append(
+                    make_task(
+                        t,
+                        f"{domain}:{task_name(names)}",
+                        names,
+                        [offset + c for c in group],
+                        splits,
+                        info={"domain": domain},
+                    )
+                )
             offset += len(class_names)
         return stream("office-home", tasks, offset)
 
@@ -155,9 +171,14 @@ class Folder(Benchmark):
 
     Config = FolderConfig
     needs_root = True
-    defaults = TrainingDefaults(lr=5e-6, lr_decay=1 / 1000, batch_size=16, epochs=100,
-                                net="office-home",
-                                source="Office-Home settings of the DF-CNN code (natural images)")
+    defaults = TrainingDefaults(
+        lr=5e-6,
+        lr_decay=1 / 1000,
+        batch_size=16,
+        epochs=100,
+        net="office-home",
+        source="Office-Home settings of the DF-CNN code (natural images)",
+    )
 
     def build(self, seed: int) -> TaskStream:
         cfg = self.cfg
@@ -171,12 +192,16 @@ class Folder(Benchmark):
         for t, name in enumerate(names):
             splits_in = tree[name]
             classes = sorted(splits_in["train"])
-            require(len(classes) >= 2, f"folder: dataset {name!r} has {len(classes)} class; "
-                                       "a task needs at least 2")
+            require(
+                len(classes) >= 2,
+                f"folder: dataset {name!r} has {len(classes)} class; a task needs at least 2",
+            )
             for split in ("val", "test"):
                 extra = set(splits_in.get(split, {})) - set(classes)
-                require(not extra, f"folder: {name}/{split} has classes not in train: "
-                                   f"{', '.join(sorted(extra))}")
+                require(
+                    not extra,
+                    f"folder: {name}/{split} has classes not in train: {', '.join(sorted(extra))}",
+                )
             files = {s: [splits_in[s].get(c, []) for c in classes] for s in splits_in}
             if "val" not in files:
                 # Carve the validation split out of train, per class.
@@ -191,10 +216,13 @@ class Folder(Benchmark):
                 files["train"], files["val"] = train, val
             splits = {}
             for s in ("train", "val", "test"):
-                require(sum(map(len, files[s])) > 0 or (s == "val" and cfg.val_fraction == 0),
-                        f"folder: dataset {name!r} has no {s} images")
+                require(
+                    sum(map(len, files[s])) > 0 or (s == "val" and cfg.val_fraction == 0),
+                    f"folder: dataset {name!r} has no {s} images",
+                )
                 splits[s] = _source(files[s], cfg.image_size)
-            tasks.append(make_task(t, name, classes, [offset + k for k in range(len(classes))],
-                                   splits))
+            tasks.append(
+                make_task(t, name, classes, [offset + k for k in range(len(classes))], splits)
+            )
             offset += len(classes)
         return stream("folder", tasks, offset)

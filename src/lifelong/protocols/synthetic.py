@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lifelong.benchmarks.base import Benchmark, TrainingDefaults, class_split_tasks, stream
 from lifelong.config import Config, check
 from lifelong.data.images import ArraySource
+from lifelong.protocols.base import Benchmark, TrainingDefaults, class_split_tasks, stream
 from lifelong.tasks import TaskStream
 
 __all__ = ["Synthetic"]

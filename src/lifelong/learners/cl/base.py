@@ -1,6 +1,7 @@
-"""What the sequential continual-learning baselines share: a multi-head network, the
-training-loop plumbing of the learner contract, replay buffers, per-example gradients and
-the quadratic parameter penalty of EWC / Online EWC / SI / MAS.
+"""The base of the sequential continual-learning baselines: their config, the multi-head
+network and the training plumbing of the learner contract (:class:`CLLearner`). Replay buffers
+live in :mod:`lifelong.learners.cl.memory`; per-example gradients and the quadratic penalty of
+EWC / Online EWC / SI / MAS in :mod:`lifelong.learners.cl.penalty`.
 
 Multi-head, task-incremental (task-il): one shared trunk (the papers' CNN, or a registered
 backbone that is fine-tuned) and one linear output layer per task. A task's loss and logits
@@ -16,28 +17,24 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
 
 from lifelong.backbones import BACKBONES
 from lifelong.config import check
 from lifelong.learners.base import Learner, LearnerContext, NetLearnerConfig
+from lifelong.learners.cl.memory import TensorStore, select_per_class
 from lifelong.learners.optim import decayed_lr, make_optimizer
 from lifelong.nets import ConvTrunk, NetSpec
-from lifelong.nets.convnet import init_tf_
+from lifelong.nets.init import init_tf_
 from lifelong.tasks import Batch, Task
 
-__all__ = ["CLConfig", "MultiHeadNet", "CLLearner", "TensorStore", "ReservoirBuffer",
-           "select_per_class", "per_example_grads", "QuadraticPenalty"]
+__all__ = ["CLConfig", "MultiHeadNet", "CLLearner"]
 
 
-# ---------------------------------------------------------------------------------------------
-# configuration and network
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class CLConfig(NetLearnerConfig):
     """Settings every baseline shares.
@@ -320,7 +317,7 @@ class CLLearner(Learner):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
-    def remember_per_class(self, store: "TensorStore", task: Task, per_class: int) -> None:
+    def remember_per_class(self, store: TensorStore, task: Task, per_class: int) -> None:
         """Add ``per_class`` random training images of each of ``task``'s classes to
         ``store`` (ER's class-balanced memory, A-GEM's episodic memory)."""
         idx = select_per_class(task.train.labels, per_class, self.gen)
@@ -340,212 +337,3 @@ class CLLearner(Learner):
 
     def check_batch(self, batch: Batch) -> None:
         assert self.optimizer is not None and batch.task_id == self.current_task
-
-
-# ---------------------------------------------------------------------------------------------
-# replay buffers
-# ---------------------------------------------------------------------------------------------
-class TensorStore:
-    """Rows of named tensors (x, y, task, logits, ...) in preallocated storage.
-
-    Appending doubles the storage when full, so a growing buffer costs amortised O(1) per
-    row; sampling draws row indices with replacement (O(n) whatever the buffer size) and
-    gathers them, so sampling cost does not grow with the buffer either. A 2-D float field
-    whose rows get wider (DER's logits when a task with more classes arrives) is padded
-    with zeros; ``width`` records each row's valid columns where needed.
-    """
-
-    def __init__(self) -> None:
-        self.fields: dict[str, torch.Tensor] = {}
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    @property
-    def allocated(self) -> int:
-        return len(next(iter(self.fields.values()))) if self.fields else 0
-
-    def _fit(self, rows: dict[str, torch.Tensor], need: int) -> None:
-        """Make sure storage exists for ``need`` rows and is wide enough for ``rows``."""
-        if not self.fields:
-            self.fields = {k: torch.zeros((max(need, 16), *v.shape[1:]), dtype=v.dtype,
-                                          device=v.device) for k, v in rows.items()}
-            return
-        for k, v in rows.items():
-            cur = self.fields[k]
-            if v.dim() == 2 and v.shape[1] > cur.shape[1]:
-                self.fields[k] = F.pad(cur, (0, v.shape[1] - cur.shape[1]))
-        if need > self.allocated:
-            new = max(need, 2 * self.allocated)
-            for k, cur in self.fields.items():
-                grown = torch.zeros((new, *cur.shape[1:]), dtype=cur.dtype, device=cur.device)
-                grown[: self.size] = cur[: self.size]
-                self.fields[k] = grown
-
-    def _write(self, index: torch.Tensor, rows: dict[str, torch.Tensor]) -> None:
-        for k, v in rows.items():
-            dest = self.fields[k]
-            if v.dim() == 2 and v.shape[1] < dest.shape[1]:
-                v = F.pad(v, (0, dest.shape[1] - v.shape[1]))
-            dest[index] = v.to(dest.dtype)
-
-    def append(self, **rows: torch.Tensor) -> None:
-        """Add all rows (each field (n, ...)) at the end."""
-        n = len(next(iter(rows.values())))
-        self._fit(rows, self.size + n)
-        self._write(torch.arange(self.size, self.size + n), rows)
-        self.size += n
-
-    def sample(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """``n`` rows drawn uniformly with replacement (empty dict if the store is empty)."""
-        if self.size == 0:
-            return {}
-        idx = torch.randint(self.size, (n,), generator=gen)
-        return self.get(idx)
-
-    def get(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        idx = idx.to(next(iter(self.fields.values())).device)
-        return {k: v[idx] for k, v in self.fields.items()}
-
-    def all(self) -> dict[str, torch.Tensor]:
-        return {k: v[: self.size] for k, v in self.fields.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "fields": {k: v[: self.size] for k, v in self.fields.items()}}
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.size = int(state["size"])
-        self.fields = {k: v.to(device).clone() for k, v in state["fields"].items()}
-
-
-class ReservoirBuffer(TensorStore):
-    """At most ``capacity`` rows chosen by reservoir sampling (Vitter's algorithm R): the
-    n-th example offered (0-based) is stored if n < capacity, else it replaces row j for a
-    uniform j in [0, n] when j < capacity. Every example seen so far is in the buffer with
-    the same probability capacity / seen."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self.seen = 0
-
-    def add(self, gen: torch.Generator, **rows: torch.Tensor) -> None:
-        n = len(next(iter(rows.values())))
-        draws = torch.rand(n, generator=gen).tolist()
-        dest: dict[int, int] = {}  # slot -> row of this batch (a later row overwrites)
-        for i, u in enumerate(draws):
-            seen = self.seen + i
-            slot = seen if seen < self.capacity else int(u * (seen + 1))
-            if slot < self.capacity:
-                dest[slot] = i
-        self.seen += n
-        if not dest:
-            return
-        self._fit(rows, self.capacity)  # all of it at once: no copies as the buffer fills
-        slots = torch.tensor(list(dest.keys()))
-        picked = torch.tensor(list(dest.values()), device=next(iter(rows.values())).device)
-        self._write(slots, {k: v[picked] for k, v in rows.items()})
-        self.size = min(self.capacity, self.seen)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "seen": self.seen}
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        super().load_state_dict(state, device)
-        self.seen = int(state["seen"])
-
-
-def select_per_class(labels: torch.Tensor, per_class: int, gen: torch.Generator) -> torch.Tensor:
-    """Indices of ``per_class`` examples of each class in ``labels`` (all of a class when it
-    has fewer), chosen uniformly at random without replacement; sorted by class."""
-    chosen = []
-    for c in labels.unique().tolist():
-        rows = (labels == c).nonzero().flatten()
-        chosen.append(rows[torch.randperm(len(rows), generator=gen)[:per_class]])
-    return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
-
-
-# ---------------------------------------------------------------------------------------------
-# per-example gradients and quadratic penalties
-# ---------------------------------------------------------------------------------------------
-def per_example_grads(module: nn.Module, x: torch.Tensor, extra: torch.Tensor,
-                      scalar: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                      forward_kwargs: dict[str, Any] | None = None,
-                      names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Gradient of ``scalar(module(x_i), extra_i)`` for each example i: name -> (B, *shape).
-
-    ``module`` is called on one example at a time (a batch of one) under ``vmap``, so the
-    result is exact per-example gradients at the cost of about one batched backward pass.
-    Only parameters in ``names`` (default: those requiring grad) are differentiated.
-    """
-    names = names or [n for n, p in module.named_parameters() if p.requires_grad]
-    all_params = dict(module.named_parameters())
-    params = {n: all_params[n].detach() for n in names}
-    fixed = {n: p.detach() for n, p in all_params.items() if n not in params}
-    buffers = dict(module.named_buffers())
-    kwargs = forward_kwargs or {}
-
-    def one(p: dict[str, torch.Tensor], xi: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
-        out = functional_call(module, ({**p, **fixed}, buffers), (xi.unsqueeze(0),), kwargs)
-        return scalar(out[0], ei)
-
-    return vmap(grad(one), in_dims=(None, 0, 0))(params, x, extra)
-
-
-def chunk_size(module: nn.Module, budget: int = 1 << 24) -> int:
-    """Examples per per-example-gradient chunk so that B x parameters stays near ``budget``
-    floats (64 MB)."""
-    n = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return max(1, budget // max(n, 1))
-
-
-class QuadraticPenalty:
-    """sum_i A_i (theta_i - m_i)^2 (+ a constant): the form shared by EWC (A = Fisher),
-    Online EWC, SI (A = path-integral importance) and MAS (A = output-sensitivity).
-
-    Parameters are named as in ``net.named_parameters()``; a parameter without an entry has
-    no penalty (a head added after the last consolidation). The gradient, 2 A (theta - m), is
-    added straight into ``.grad`` with fused foreach kernels (no autograd graph for the
-    penalty), which keeps the step cost near that of plain training.
-    """
-
-    def __init__(self) -> None:
-        self.importance: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
-        self.const = 0.0
-
-    def __bool__(self) -> bool:
-        return bool(self.importance)
-
-    @torch.no_grad()
-    def value(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The penalty sum_i A_i (theta_i - m_i)^2 + const (a scalar tensor)."""
-        names = [n for n in self.importance if n in params]
-        if not names:
-            return torch.zeros(())
-        d = torch._foreach_sub([params[n] for n in names], [self.anchor[n] for n in names])
-        ad = torch._foreach_mul(d, [self.importance[n] for n in names])
-        return sum((a * b).sum() for a, b in zip(ad, d)) + self.const
-
-    @torch.no_grad()
-    def add_grad_(self, params: dict[str, nn.Parameter], scale: float) -> torch.Tensor:
-        """Add ``scale`` x the penalty's gradient to ``params``' grads; returns ``scale`` x
-        the penalty value. Parameters with no gradient this step are left alone: they are
-        not in this step's graph (e.g. an old head in task-il), so nothing moves them."""
-        names = [n for n in self.importance if n in params and params[n].grad is not None]
-        if not names:
-            return torch.zeros(())
-        d = torch._foreach_sub([params[n] for n in names], [self.anchor[n] for n in names])
-        ad = torch._foreach_mul(d, [self.importance[n] for n in names])
-        torch._foreach_add_([params[n].grad for n in names], ad, alpha=2.0 * scale)
-        return scale * (sum((a * b).sum() for a, b in zip(ad, d)) + self.const)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"importance": dict(self.importance), "anchor": dict(self.anchor),
-                "const": self.const}
-
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.importance = {k: v.to(device) for k, v in state["importance"].items()}
-        self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}
-        self.const = float(state["const"])

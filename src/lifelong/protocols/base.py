@@ -4,8 +4,9 @@ the seeded, stratified sampling helpers that reproduce the papers' split sizes."
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def split_class_rows(rng: np.random.Generator, labels: np.ndarray, cls: int, *, 
     first = n - sum(sizes)
     require(first >= 1, f"{what}: class {cls} has too few images for the split {list(parts)}")
     bounds = np.cumsum([first, *sizes])
-    return [np.sort(chosen[a:b]) for a, b in zip([0, *bounds[:-1]], bounds)]
+    return [np.sort(chosen[a:b]) for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
 
 
 #: Builds the transform of one split: (task index, split name, source, rows) -> transform.
@@ -150,7 +151,7 @@ def class_split_tasks(*, what: str, groups: list[list[int]], class_names: Sequen
         else:
             test_src, test_labels = test
             test_rows = [np.flatnonzero(test_labels == c) for c in group]
-            for c, rows in zip(group, test_rows):
+            for c, rows in zip(group, test_rows, strict=True):
                 require(len(rows) > 0, f"{what}: class {class_names[c]!r} has no test images")
             splits["test"] = (test_src, test_rows)
         names = [class_names[c] for c in group]

