@@ -55,7 +55,7 @@ def _trunc(shape: tuple[int, ...]) -> nn.Parameter:
     return nn.Parameter(nn.init.trunc_normal_(torch.empty(shape), std=0.05, a=-0.1, b=0.1))
 
 
-class APD(TaskNetLearner):
+class APD(TaskNetLearner[APDConfig]):
     """APD-Net: shared base weights with task masks and sparse task-adaptive additions."""
 
     Config = APDConfig

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
 
@@ -26,6 +26,9 @@ from lifelong.nets import NetSpec
 from lifelong.tasks import Batch, Task
 
 __all__ = ["Learner", "LearnerContext", "NetLearnerConfig"]
+
+#: The config type of a learner: ``Learner[EWCConfig]`` types ``self.cfg`` as ``EWCConfig``.
+C = TypeVar("C", bound=Config)
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class NetLearnerConfig(Config):
         check(self.lr_decay is None or self.lr_decay >= 0, "lr_decay must be >= 0")
 
 
-class Learner(ABC):
+class Learner(ABC, Generic[C]):
     """Base class of all learners; see the module docstring for the call order."""
 
     Config: ClassVar[type[Config]] = Config
@@ -77,7 +80,9 @@ class Learner(ABC):
     #: "class-il" (predict over all classes seen so far, without the task id).
     settings: ClassVar[frozenset[str]] = frozenset({"task-il"})
 
-    def __init__(self, cfg: Config, ctx: LearnerContext) -> None:
+    cfg: C
+
+    def __init__(self, cfg: C, ctx: LearnerContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
         self.device = ctx.device

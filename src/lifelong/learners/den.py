@@ -140,7 +140,7 @@ def _trunc(shape: tuple[int, ...]) -> torch.Tensor:
     return nn.init.trunc_normal_(torch.empty(shape), std=0.05, a=-0.1, b=0.1)
 
 
-class DEN(TaskNetLearner):
+class DEN(TaskNetLearner[DENConfig]):
     """Dynamically expandable network: selective retraining, dynamic expansion and
     split/duplication of units (Yoon et al. 2018)."""
 

@@ -51,7 +51,7 @@ class DFCNNConfig(NetLearnerConfig):
         check(self.kb_l2 >= 0 and self.ts_l2 >= 0, "kb_l2 and ts_l2 must be >= 0")
 
 
-class DFCNN(TaskNetLearner):
+class DFCNN(TaskNetLearner[DFCNNConfig]):
     """DF-CNN: conv filters generated from shared knowledge bases by task-specific deconvolution
     and tensor contraction."""
 
@@ -123,6 +123,7 @@ class DFCNNDirect(DFCNN):
     """DF-CNN.direct ablation: the deconvolution maps the KB straight to the filters."""
 
     Config = DFCNNDirectConfig
+    cfg: DFCNNDirectConfig
 
 
 @dataclass
@@ -134,6 +135,7 @@ class DFCNNTC2(DFCNN):
     """DF-CNN.tc2 ablation: stacked KB maps and two tensor contractions."""
 
     Config = DFCNNTC2Config
+    cfg: DFCNNTC2Config
 
 
 @dataclass
@@ -145,3 +147,4 @@ class DFCNNReduced(DFCNN):
     """Reduced-size DF-CNN: about 2.8M parameters for 10 CIFAR-100 tasks."""
 
     Config = DFCNNReducedConfig
+    cfg: DFCNNReducedConfig

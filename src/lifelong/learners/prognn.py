@@ -79,7 +79,7 @@ class Column(nn.Module):
         self.head = FCHead(spec.feature_size(input_shape), spec.fc, num_classes, spec.dropout)
 
 
-class ProgressiveNets(TaskNetLearner):
+class ProgressiveNets(TaskNetLearner[ProgNNConfig]):
     """Progressive neural networks: a new column per task with lateral adapters from all
     earlier (frozen) columns."""
 

@@ -21,7 +21,7 @@ parameters at a layer go through one batched convolution.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn as nn
@@ -96,12 +96,15 @@ class ConvParams(nn.Module):
         self.weight, self.bias = conv.weight, conv.bias
 
 
-class SelectiveLearner(TaskNetLearner):
+SC = TypeVar("SC", bound=NetLearnerConfig)
+
+
+class SelectiveLearner(TaskNetLearner[SC]):
     """Base of the learners that choose, per task, which conv layers transfer."""
 
     kind: ClassVar[str] = "hps"
 
-    def __init__(self, cfg: NetLearnerConfig, ctx: LearnerContext) -> None:
+    def __init__(self, cfg: SC, ctx: LearnerContext) -> None:
         spec = ctx.net
         if not spec.channels:
             raise ValueError("selective transfer needs conv layers")

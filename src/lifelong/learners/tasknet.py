@@ -8,7 +8,7 @@ the learning-rate schedule, prediction and checkpoint state.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -24,13 +24,15 @@ from lifelong.tasks import Batch, Task
 
 __all__ = ["TaskNetLearner"]
 
+NC = TypeVar("NC", bound=NetLearnerConfig)
 
-class TaskNetLearner(Learner):
+
+class TaskNetLearner(Learner[NC]):
     """Shared module + per-task modules; see :meth:`forward` for how they compose."""
 
     Config = NetLearnerConfig
 
-    def __init__(self, cfg: NetLearnerConfig, ctx: LearnerContext) -> None:
+    def __init__(self, cfg: NC, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
         self.model = nn.ModuleDict({"shared": self.build_shared(), "tasks": nn.ModuleDict()})
         self.model.to(self.device)

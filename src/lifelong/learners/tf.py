@@ -42,7 +42,7 @@ class TFConfig(NetLearnerConfig):
         check(self.orthogonality >= 0, "orthogonality must be >= 0")
 
 
-class TensorFactorization(TaskNetLearner):
+class TensorFactorization(TaskNetLearner[TFConfig]):
     """Tensor factorization: a shared conv core per layer, mode-multiplied by task-specific
     factor matrices (Bulat-style, with an orthogonality penalty)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -34,7 +34,11 @@ class TrainingDefaults:
     source: str  # where the values come from
 
 
-class Benchmark(ABC):
+#: A protocol's config type: ``Benchmark[SplitMNISTConfig]`` types ``self.cfg``.
+BC = TypeVar("BC", bound=Config)
+
+
+class Benchmark(ABC, Generic[BC]):
     """A protocol that turns a dataset into a seeded, deterministic :class:`TaskStream`."""
 
     Config: ClassVar[type[Config]]
@@ -42,7 +46,9 @@ class Benchmark(ABC):
     #: True when the data must be given with ``--root`` (nothing ships with a package).
     needs_root: ClassVar[bool] = False
 
-    def __init__(self, cfg: Config) -> None:
+    cfg: BC
+
+    def __init__(self, cfg: BC) -> None:
         self.cfg = cfg
 
     @abstractmethod

@@ -108,7 +108,7 @@ def _build(name: str, cfg: SplitCIFARConfig, seed: int, data: CifarData,
     return stream(name, tasks, len(data.class_names))
 
 
-class SplitCIFAR100(Benchmark):
+class SplitCIFAR100(Benchmark[SplitCIFARConfig]):
     """10 tasks x 10 CIFAR-100 classes, 4% of the training data (170 train / 30 val), 1,000 test."""
 
     Config = SplitCIFARConfig
@@ -121,7 +121,7 @@ class SplitCIFAR100(Benchmark):
         return _build("split-cifar100", self.cfg, seed, data, CIFAR100_MEAN, CIFAR100_STD)
 
 
-class SplitCIFAR10(Benchmark):
+class SplitCIFAR10(Benchmark[SplitCIFAR10Config]):
     """5 tasks x 2 CIFAR-10 classes (the DF-CNN code's CIFAR10_5), 4% of the training data."""
 
     Config = SplitCIFAR10Config

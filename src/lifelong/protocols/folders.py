@@ -90,7 +90,7 @@ class OfficeHomeConfig(Config):
         check(self.image_size >= 8, "image_size must be >= 8")
 
 
-class OfficeHome(Benchmark):
+class OfficeHome(Benchmark[OfficeHomeConfig]):
     """10 tasks x 13 classes: 5 from Product, 5 from Real World; 60/10/30 split, 128x128, [0, 1]."""
 
     Config = OfficeHomeConfig
@@ -166,7 +166,7 @@ class FolderConfig(Config):
         check(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
 
 
-class Folder(Benchmark):
+class Folder(Benchmark[FolderConfig]):
     """One task per dataset directory (SKILL-102 layout); class names from folder names."""
 
     Config = FolderConfig

@@ -127,7 +127,7 @@ def _transform(kind: str, rng: np.random.Generator) -> Callable[[torch.Tensor], 
     return table[kind]
 
 
-class ShippedMix(Benchmark):
+class ShippedMix(Benchmark[ShippedMixConfig]):
     """12 tasks from shipped data: MNIST, scikit-learn digits, photo crops and variants."""
 
     Config = ShippedMixConfig

@@ -85,7 +85,7 @@ def _channel_map(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return a, rng.uniform(lo, hi)
 
 
-class Planted(Benchmark):
+class Planted(Benchmark[PlantedConfig]):
     """Tasks on the same digit images whose best transfer configuration is planted."""
 
     Config = PlantedConfig

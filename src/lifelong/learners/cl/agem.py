@@ -57,7 +57,7 @@ def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     return g - (dot / torch.dot(g_ref, g_ref).clamp_min(1e-30)) * g_ref
 
 
-class AGEM(CLLearner):
+class AGEM(CLLearner[AGEMConfig]):
     """A-GEM: project the gradient so the episodic memory's loss does not increase."""
 
     Config = AGEMConfig

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn as nn
@@ -107,14 +107,17 @@ class MultiHeadNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # the learner
 # ---------------------------------------------------------------------------------------------
-class CLLearner(Learner):
+CLC = TypeVar("CLC", bound="CLConfig")
+
+
+class CLLearner(Learner[CLC]):
     """Multi-head network learner; subclasses write their method in :meth:`observe` (and
     :meth:`begin_task` / :meth:`end_task`), and keep their state in :meth:`method_state`."""
 
     Config: ClassVar[type[CLConfig]] = CLConfig
     settings: ClassVar[frozenset[str]] = frozenset({"task-il", "class-il"})
 
-    def __init__(self, cfg: CLConfig, ctx: LearnerContext) -> None:
+    def __init__(self, cfg: CLC, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
         self._replayed = [0, 0]  # stored examples trained on, steps (note_replay)
         self.net = self.build_net().to(self.device)

@@ -65,7 +65,7 @@ class DERPPConfig(DERConfig):
         check(self.beta >= 0, "beta must be >= 0")
 
 
-class DER(CLLearner):
+class DER(CLLearner[DERConfig]):
     """DER: replay past examples with the logits they had (logit matching)."""
 
     Config = DERConfig
@@ -154,4 +154,5 @@ class DERPP(DER):
     """DER++: DER plus cross-entropy on a second draw of buffered labels."""
 
     Config = DERPPConfig
+    cfg: DERPPConfig
     plus = True

@@ -45,7 +45,7 @@ class ERConfig(CLConfig):
         check(self.replay_batch is None or self.replay_batch >= 1, "replay_batch must be >= 1")
 
 
-class ER(CLLearner):
+class ER(CLLearner[ERConfig]):
     """ER: replay a memory of past examples (10 per class, growing, as in SKILL)."""
 
     Config = ERConfig

@@ -127,7 +127,7 @@ def online_update(pen: QuadraticPenalty, fisher: dict[str, torch.Tensor],
         pen.anchor[n] = theta[n].detach().clone()
 
 
-class EWC(CLLearner):
+class EWC(CLLearner[EWCConfig]):
     """EWC: a quadratic penalty weighted by each old task's diagonal Fisher information."""
 
     Config = EWCConfig
@@ -190,4 +190,5 @@ class OnlineEWC(EWC):
     """Online EWC: one running Fisher (decayed by gamma) anchored at the last task's end."""
 
     Config = OnlineEWCConfig
+    cfg: OnlineEWCConfig
     online = True

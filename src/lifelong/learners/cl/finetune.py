@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from lifelong.learners.cl.base import CLLearner
+from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.tasks import Batch
 
 __all__ = ["Finetune"]
 
 
-class Finetune(CLLearner):
+class Finetune(CLLearner[CLConfig]):
     """Fine-tuning: shared trunk and per-task heads, no protection against forgetting."""
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -103,7 +103,7 @@ def nme_scores(h: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     return -sq
 
 
-class ICaRL(CLLearner):
+class ICaRL(CLLearner[ICaRLConfig]):
     """iCaRL: herding exemplars, sigmoid distillation, nearest-mean-of-exemplars."""
 
     Config = ICaRLConfig

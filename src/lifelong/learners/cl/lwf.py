@@ -75,7 +75,7 @@ def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor,
     return -(target * F.log_softmax(new_logits / temperature, dim=1)).sum(1)
 
 
-class LwF(CLLearner):
+class LwF(CLLearner[LwFConfig]):
     """LwF: distil the old tasks' outputs on the new task's data."""
 
     Config = LwFConfig

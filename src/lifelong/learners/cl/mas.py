@@ -61,7 +61,7 @@ def mas_importance(module: nn.Module, x: torch.Tensor, forward_kwargs: dict[str,
     return {n: t / len(x) for n, t in total.items()}
 
 
-class MAS(CLLearner):
+class MAS(CLLearner[MASConfig]):
     """MAS: importance from the sensitivity of the output's squared norm to each weight."""
 
     Config = MASConfig

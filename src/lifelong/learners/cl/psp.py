@@ -101,7 +101,7 @@ class PSPNet(MultiHeadNet):
         return self.head(self.features(x, task_id), task_id)
 
 
-class PSP(CLLearner):
+class PSP(CLLearner[PSPConfig]):
     """PSP: one set of weights, a random binary context key per task and layer."""
 
     Config = PSPConfig

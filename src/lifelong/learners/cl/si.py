@@ -100,7 +100,7 @@ class PathIntegral:
         self.start = {k: v.to(device).clone() for k, v in state["start"].items()}
 
 
-class SI(CLLearner):
+class SI(CLLearner[SIConfig]):
     """SI: importance from each parameter's path integral of the loss decrease."""
 
     Config = SIConfig

@@ -144,7 +144,7 @@ class SupSupNet(nn.Module):
         return x  # (B, C_task)
 
 
-class SupSup(CLLearner):
+class SupSup(CLLearner[SupSupConfig]):
     """SupSup (GG): a fixed random network, one learned top-k supermask per task."""
 
     Config = SupSupConfig

@@ -112,7 +112,7 @@ class Head(nn.Module):
         return F.linear(x, self.effective(self.weight, self.norm), self.bias)
 
 
-class LLL(Learner):
+class LLL(Learner[LLLConfig]):
     """Lightweight Lifelong Learner: frozen backbone, per-task head (+ beneficial biases) and
     task anchor; predicts without a task oracle through its task mapper."""
 
