@@ -13,9 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lifelong.backbones import BACKBONES, TinyCNN, onnx_cache
+from lifelong.backbones import BACKBONES, onnx_cache
 from lifelong.backbones import engine as engine_mod
 from lifelong.backbones.engine import OnnxEngine, TorchEngine, make_engine, resolve_engine
+from lifelong.backbones.tiny import TinyCNN
 from lifelong.experiment import make_experiment
 from lifelong.runner import Runner
 

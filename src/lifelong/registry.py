@@ -18,7 +18,8 @@ __all__ = ["Registry"]
 
 
 class Registry(Generic[T]):
-    """A mapping from names to objects of one kind, filled by a decorator."""
+    """A mapping from names to objects of one kind, filled where each entry is defined,
+    by the :meth:`register` decorator."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind

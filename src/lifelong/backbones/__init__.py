@@ -4,13 +4,9 @@
 
 from __future__ import annotations
 
-from lifelong.backbones.base import Backbone, BiasedConv, wrap_convs
-from lifelong.backbones.efficientnet import EfficientNetLite0
-from lifelong.backbones.tiny import TinyCNN
-from lifelong.registry import Registry
+# Each module registers its backbone where it is defined; importing them here is what makes
+# BACKBONES complete.
+from lifelong.backbones import efficientnet, tiny  # noqa: F401
+from lifelong.backbones.base import BACKBONES, Backbone, BiasedConv, wrap_convs
 
 __all__ = ["BACKBONES", "Backbone", "BiasedConv", "wrap_convs"]
-
-BACKBONES: Registry[type[Backbone]] = Registry("backbone")
-BACKBONES.register("efficientnet-lite0")(EfficientNetLite0)
-BACKBONES.register("tiny-cnn")(TinyCNN)

@@ -23,7 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Backbone", "BiasedConv", "wrap_convs"]
+from lifelong.registry import Registry
+
+__all__ = ["BACKBONES", "Backbone", "BiasedConv", "wrap_convs"]
 
 
 class BiasedConv(nn.Module):
@@ -156,3 +158,7 @@ def pooled(x: torch.Tensor) -> torch.Tensor:
 
 
 Act = Callable[[torch.Tensor], torch.Tensor]
+
+
+#: Every backbone, by name; each registers itself where it is defined.
+BACKBONES: Registry[type[Backbone]] = Registry("backbone")

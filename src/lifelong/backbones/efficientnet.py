@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lifelong.backbones.base import Backbone, BiasedConv, pooled, wrap_convs
+from lifelong.backbones.base import BACKBONES, Backbone, BiasedConv, pooled, wrap_convs
 from lifelong.errors import ConfigError
 
 __all__ = ["EfficientNetLite0"]
 
 
+@BACKBONES.register("efficientnet-lite0")
 class EfficientNetLite0(Backbone):
     """EfficientNet-Lite0 (4.65M weights, 1280 features, 21,008 beneficial biases)."""
 

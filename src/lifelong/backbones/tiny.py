@@ -7,11 +7,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lifelong.backbones.base import Backbone, pooled, wrap_convs
+from lifelong.backbones.base import BACKBONES, Backbone, pooled, wrap_convs
 
 __all__ = ["TinyCNN"]
 
 
+@BACKBONES.register("tiny-cnn")
 class TinyCNN(Backbone):
     """Three frozen random conv stages (seeded): 3 -> 16 -> 32 -> 64 features."""
 

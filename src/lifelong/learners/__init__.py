@@ -12,61 +12,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from lifelong.errors import ConfigError
-from lifelong.learners.apd import APD
-from lifelong.learners.base import Learner, LearnerContext, NetLearnerConfig
+
+# Every learner registers itself where it is defined (``@LEARNERS.register(NAME)`` above its
+# class); importing each module here, explicitly, is what makes the registry complete.
+from lifelong.learners import apd, den, dfcnn, hps, prognn, stl, tf  # noqa: F401
+from lifelong.learners.base import LEARNERS, Learner, LearnerContext, NetLearnerConfig
 from lifelong.learners.bruteforce import BruteForce, BruteForceFields
-from lifelong.learners.cl.agem import AGEM
-from lifelong.learners.cl.der import DER, DERPP
-from lifelong.learners.cl.er import ER
-from lifelong.learners.cl.ewc import EWC, OnlineEWC
-from lifelong.learners.cl.finetune import Finetune
-from lifelong.learners.cl.icarl import ICaRL
-from lifelong.learners.cl.lwf import LwF
-from lifelong.learners.cl.mas import MAS
-from lifelong.learners.cl.psp import PSP
-from lifelong.learners.cl.si import SI
-from lifelong.learners.cl.supsup import SupSup
+from lifelong.learners.cl import (  # noqa: F401
+    agem,
+    der,
+    er,
+    ewc,
+    finetune,
+    icarl,
+    lwf,
+    mas,
+    psp,
+    si,
+    supsup,
+)
 from lifelong.learners.darts import DARTS, DARTSFields
-from lifelong.learners.den import DEN
-from lifelong.learners.dfcnn import DFCNN, DFCNNTC2, DFCNNDirect, DFCNNReduced
-from lifelong.learners.hps import HPS
 from lifelong.learners.lasem import LASEM, LASEMFields
-from lifelong.learners.lll import LLL
-from lifelong.learners.prognn import ProgressiveNets
+from lifelong.learners.lll import learner as lll  # noqa: F401
 from lifelong.learners.selective import BASE_FIELDS, SelectiveLearner
 from lifelong.learners.static import StaticFields, StaticTransfer
-from lifelong.learners.stl import STL
-from lifelong.learners.tf import TensorFactorization
-from lifelong.registry import Registry
 
 __all__ = ["LEARNERS", "Learner", "LearnerContext", "NetLearnerConfig", "resolve_learner",
            "is_learner"]
-
-LEARNERS: Registry[type[Learner]] = Registry("learner")
-LEARNERS.register("stl")(STL)
-LEARNERS.register("hps")(HPS)
-LEARNERS.register("tf")(TensorFactorization)
-LEARNERS.register("prognn")(ProgressiveNets)
-LEARNERS.register("den")(DEN)
-LEARNERS.register("dfcnn")(DFCNN)
-LEARNERS.register("dfcnn-direct")(DFCNNDirect)
-LEARNERS.register("dfcnn-tc2")(DFCNNTC2)
-LEARNERS.register("dfcnn-reduced")(DFCNNReduced)
-LEARNERS.register("apd")(APD)
-LEARNERS.register("lll")(LLL)
-LEARNERS.register("finetune")(Finetune)
-LEARNERS.register("ewc")(EWC)
-LEARNERS.register("online-ewc")(OnlineEWC)
-LEARNERS.register("si")(SI)
-LEARNERS.register("mas")(MAS)
-LEARNERS.register("lwf")(LwF)
-LEARNERS.register("er")(ER)
-LEARNERS.register("agem")(AGEM)
-LEARNERS.register("der")(DER)
-LEARNERS.register("derpp")(DERPP)
-LEARNERS.register("icarl")(ICaRL)
-LEARNERS.register("psp")(PSP)
-LEARNERS.register("supsup")(SupSup)
 
 
 def _on_base(method: type[SelectiveLearner], fields: type[NetLearnerConfig], base: str,

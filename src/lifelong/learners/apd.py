@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.base import LearnerContext, NetLearnerConfig
+from lifelong.learners.base import LEARNERS, LearnerContext, NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets.convnet import same_max_pool
 from lifelong.tasks import Batch, Task
@@ -55,6 +55,7 @@ def _trunc(shape: tuple[int, ...]) -> nn.Parameter:
     return nn.Parameter(nn.init.trunc_normal_(torch.empty(shape), std=0.05, a=-0.1, b=0.1))
 
 
+@LEARNERS.register("apd")
 class APD(TaskNetLearner[APDConfig]):
     """APD-Net: shared base weights with task masks and sparse task-adaptive additions."""
 

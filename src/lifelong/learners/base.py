@@ -23,9 +23,10 @@ import torch
 
 from lifelong.config import Config, check
 from lifelong.nets import NetSpec
+from lifelong.registry import Registry
 from lifelong.tasks import Batch, Task
 
-__all__ = ["Learner", "LearnerContext", "NetLearnerConfig"]
+__all__ = ["LEARNERS", "Learner", "LearnerContext", "NetLearnerConfig"]
 
 #: The config type of a learner: ``Learner[EWCConfig]`` types ``self.cfg`` as ``EWCConfig``.
 C = TypeVar("C", bound=Config)
@@ -154,3 +155,9 @@ class Learner(ABC, Generic[C]):
         """What the learner decided that results.json should show (e.g. LASEM's chosen
         configurations); JSON-able."""
         return {}
+
+
+#: Every learner, by name. A learner registers itself where it is defined
+#: (``@LEARNERS.register("ewc")`` above the class); ``lifelong.learners`` imports every module
+#: so the registry is complete once the package is imported.
+LEARNERS: Registry[type[Learner[Any]]] = Registry("learner")

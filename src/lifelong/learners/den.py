@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.base import LearnerContext, NetLearnerConfig
+from lifelong.learners.base import LEARNERS, LearnerContext, NetLearnerConfig
 from lifelong.learners.optim import decayed_lr, make_optimizer
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets.convnet import same_max_pool
@@ -140,6 +140,7 @@ def _trunc(shape: tuple[int, ...]) -> torch.Tensor:
     return nn.init.trunc_normal_(torch.empty(shape), std=0.05, a=-0.1, b=0.1)
 
 
+@LEARNERS.register("den")
 class DEN(TaskNetLearner[DENConfig]):
     """Dynamically expandable network: selective retraining, dynamic expansion and
     split/duplication of units (Yoon et al. 2018)."""

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from lifelong.config import check
-from lifelong.learners.base import LearnerContext, NetLearnerConfig
+from lifelong.learners.base import LEARNERS, LearnerContext, NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets import FCHead
 from lifelong.nets.convnet import conv_block
@@ -51,6 +51,7 @@ class DFCNNConfig(NetLearnerConfig):
         check(self.kb_l2 >= 0 and self.ts_l2 >= 0, "kb_l2 and ts_l2 must be >= 0")
 
 
+@LEARNERS.register("dfcnn")
 class DFCNN(TaskNetLearner[DFCNNConfig]):
     """DF-CNN: conv filters generated from shared knowledge bases by task-specific deconvolution
     and tensor contraction."""
@@ -119,6 +120,7 @@ class DFCNNDirectConfig(DFCNNConfig):
     variant: Literal["dfcnn", "direct", "tc2"] = "direct"
 
 
+@LEARNERS.register("dfcnn-direct")
 class DFCNNDirect(DFCNN):
     """DF-CNN.direct ablation: the deconvolution maps the KB straight to the filters."""
 
@@ -131,6 +133,7 @@ class DFCNNTC2Config(DFCNNConfig):
     variant: Literal["dfcnn", "direct", "tc2"] = "tc2"
 
 
+@LEARNERS.register("dfcnn-tc2")
 class DFCNNTC2(DFCNN):
     """DF-CNN.tc2 ablation: stacked KB maps and two tensor contractions."""
 
@@ -143,6 +146,7 @@ class DFCNNReducedConfig(DFCNNConfig):
     size: Literal["paper", "reduced"] = "reduced"
 
 
+@LEARNERS.register("dfcnn-reduced")
 class DFCNNReduced(DFCNN):
     """Reduced-size DF-CNN: about 2.8M parameters for 10 CIFAR-100 tasks."""
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from lifelong.learners.base import NetLearnerConfig
+from lifelong.learners.base import LEARNERS, NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets import ConvTrunk, FCHead
 
 __all__ = ["HPS"]
 
 
+@LEARNERS.register("hps")
 class HPS(TaskNetLearner[NetLearnerConfig]):
     """Hard parameter sharing: shared conv layers, task-specific FC layers."""
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
-from lifelong.learners.base import NetLearnerConfig
+from lifelong.learners.base import LEARNERS, NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets import FCHead
 from lifelong.nets.convnet import same_max_pool
@@ -79,6 +79,7 @@ class Column(nn.Module):
         self.head = FCHead(spec.feature_size(input_shape), spec.fc, num_classes, spec.dropout)
 
 
+@LEARNERS.register("prognn")
 class ProgressiveNets(TaskNetLearner[ProgNNConfig]):
     """Progressive neural networks: a new column per task with lateral adapters from all
     earlier (frozen) columns."""

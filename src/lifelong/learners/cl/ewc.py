@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.learners.cl.penalty import QuadraticPenalty, chunk_size, per_example_grads
 from lifelong.tasks import Batch, Task
@@ -127,6 +128,7 @@ def online_update(pen: QuadraticPenalty, fisher: dict[str, torch.Tensor],
         pen.anchor[n] = theta[n].detach().clone()
 
 
+@LEARNERS.register("ewc")
 class EWC(CLLearner[EWCConfig]):
     """EWC: a quadratic penalty weighted by each old task's diagonal Fisher information."""
 
@@ -186,6 +188,7 @@ class EWC(CLLearner[EWCConfig]):
         self.penalty.load_state_dict(state["penalty"], self.device)
 
 
+@LEARNERS.register("online-ewc")
 class OnlineEWC(EWC):
     """Online EWC: one running Fisher (decayed by gamma) anchored at the last task's end."""
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.tasks import Batch
 
 __all__ = ["Finetune"]
 
 
+@LEARNERS.register("finetune")
 class Finetune(CLLearner[CLConfig]):
     """Fine-tuning: shared trunk and per-task heads, no protection against forgetting."""
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from lifelong.config import check
 from lifelong.data.images import ImageSet
 from lifelong.errors import ConfigError
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner, MultiHeadNet
 from lifelong.learners.cl.memory import TensorStore
 from lifelong.tasks import Batch, Task
@@ -103,6 +104,7 @@ def nme_scores(h: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     return -sq
 
 
+@LEARNERS.register("icarl")
 class ICaRL(CLLearner[ICaRLConfig]):
     """iCaRL: herding exemplars, sigmoid distillation, nearest-mean-of-exemplars."""
 

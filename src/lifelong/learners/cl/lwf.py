@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from lifelong.config import check
 from lifelong.data.images import ImageSet
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner, MultiHeadNet
 from lifelong.tasks import Batch, Task
 
@@ -75,6 +76,7 @@ def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor,
     return -(target * F.log_softmax(new_logits / temperature, dim=1)).sum(1)
 
 
+@LEARNERS.register("lwf")
 class LwF(CLLearner[LwFConfig]):
     """LwF: distil the old tasks' outputs on the new task's data."""
 

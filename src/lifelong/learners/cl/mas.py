@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.learners.cl.penalty import QuadraticPenalty, chunk_size, per_example_grads
 from lifelong.tasks import Batch, Task
@@ -61,6 +62,7 @@ def mas_importance(module: nn.Module, x: torch.Tensor, forward_kwargs: dict[str,
     return {n: t / len(x) for n, t in total.items()}
 
 
+@LEARNERS.register("mas")
 class MAS(CLLearner[MASConfig]):
     """MAS: importance from the sensitivity of the output's squared norm to each weight."""
 

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner, MultiHeadNet
 from lifelong.nets import NetSpec
 from lifelong.tasks import Batch
@@ -101,6 +102,7 @@ class PSPNet(MultiHeadNet):
         return self.head(self.features(x, task_id), task_id)
 
 
+@LEARNERS.register("psp")
 class PSP(CLLearner[PSPConfig]):
     """PSP: one set of weights, a random binary context key per task and layer."""
 

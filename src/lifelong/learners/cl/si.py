@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.learners.cl.penalty import QuadraticPenalty
 from lifelong.tasks import Batch, Task
@@ -100,6 +101,7 @@ class PathIntegral:
         self.start = {k: v.to(device).clone() for k, v in state["start"].items()}
 
 
+@LEARNERS.register("si")
 class SI(CLLearner[SIConfig]):
     """SI: importance from each parameter's path integral of the loss decrease."""
 

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner
 from lifelong.nets import NetSpec
 from lifelong.nets.convnet import same_max_pool
@@ -144,6 +145,7 @@ class SupSupNet(nn.Module):
         return x  # (B, C_task)
 
 
+@LEARNERS.register("supsup")
 class SupSup(CLLearner[SupSupConfig]):
     """SupSup (GG): a fixed random network, one learned top-k supermask per task."""
 

@@ -35,7 +35,7 @@ from lifelong.backbones import BACKBONES, Backbone
 from lifelong.backbones.engine import make_engine
 from lifelong.config import Config, check
 from lifelong.errors import ConfigError
-from lifelong.learners.base import Learner, LearnerContext
+from lifelong.learners.base import LEARNERS, Learner, LearnerContext
 from lifelong.learners.lll.admission import Admission
 from lifelong.learners.lll.anchors import GMMCMapper, MahaMapper, fit_gmmc, fit_maha
 from lifelong.learners.lll.bundle import Bundle, BundleError, Expect, decode, digest, encode
@@ -112,6 +112,7 @@ class Head(nn.Module):
         return F.linear(x, self.effective(self.weight, self.norm), self.bias)
 
 
+@LEARNERS.register("lll")
 class LLL(Learner[LLLConfig]):
     """Lightweight Lifelong Learner: frozen backbone, per-task head (+ beneficial biases) and
     task anchor; predicts without a task oracle through its task mapper."""
