@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo demo-dfcnn test clean
+.PHONY: setup demo demo-dfcnn lint test clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 # digits). Finished runs are reused, so a second run only redraws the comparison.
 demo-dfcnn: $(STAMP)
 	$(BIN)/lifelong compare --benchmark split-mnist --learners stl,hps,dfcnn --seeds 1 --out runs/demo-dfcnn
+
+# Lint (ruff: E, F, W, I, B, UP; settings in pyproject.toml). .ci/run runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
