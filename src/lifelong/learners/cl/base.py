@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import torch
 import torch.nn as nn
@@ -69,13 +69,16 @@ class MultiHeadNet(nn.Module):
     def __init__(self, spec: NetSpec, input_shape: tuple[int, int, int],
                  backbone: str | None = None, finetune_backbone: bool = True) -> None:
         super().__init__()
+        trunk: nn.Module
+        features: int
+        hidden: tuple[int, ...]
         if backbone is not None:
             trunk = BACKBONES.get(backbone)()
             trunk.requires_grad_(finetune_backbone)  # backbones are built frozen
             features, hidden = trunk.num_features, ()
         else:
-            trunk = ConvTrunk(spec, input_shape)
-            features, hidden = trunk.out_features, spec.fc
+            conv = ConvTrunk(spec, input_shape)
+            trunk, features, hidden = conv, conv.out_features, spec.fc
         self.trunk = trunk
         layers: list[nn.Module] = [nn.Dropout(spec.dropout)] if spec.dropout > 0 and hidden else []
         for h in hidden:
@@ -114,13 +117,16 @@ class CLLearner(Learner[CLC]):
     """Multi-head network learner; subclasses write their method in :meth:`observe` (and
     :meth:`begin_task` / :meth:`end_task`), and keep their state in :meth:`method_state`."""
 
+    net: MultiHeadNet
+
     Config: ClassVar[type[CLConfig]] = CLConfig
     settings: ClassVar[frozenset[str]] = frozenset({"task-il", "class-il"})
 
     def __init__(self, cfg: CLC, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
         self._replayed = [0, 0]  # stored examples trained on, steps (note_replay)
-        self.net = self.build_net().to(self.device)
+        # a MultiHeadNet, or a net with the same head API (SupSup declares its own)
+        self.net = cast(MultiHeadNet, self.build_net().to(self.device))
         self.num_classes: dict[int, int] = {}
         self.class_ids: dict[int, list[int]] = {}
         self.offsets: dict[int, int] = {}  # first column of each task in the class-il layer
@@ -172,6 +178,7 @@ class CLLearner(Learner[CLC]):
         return {n: p for n, p in self.net.named_parameters() if p.requires_grad}
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
+        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
         lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
         return make_optimizer(self.cfg.optimizer, self.trainable(), lr)
 
@@ -191,6 +198,7 @@ class CLLearner(Learner[CLC]):
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.optimizer is not None:
+            assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
             for group in self.optimizer.param_groups:
                 group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
 
@@ -209,18 +217,19 @@ class CLLearner(Learner[CLC]):
         class-il, one group over all heads with targets shifted to the task's columns."""
         n = len(y)
         if isinstance(tasks, int):
-            tasks_t = None
+            tasks_t: torch.Tensor | None = None
         else:
             tasks_t = tasks
         if self.class_il:
-            if tasks_t is None:
+            if isinstance(tasks, int):
                 target = y + self.offsets[tasks]
             else:
                 table = self._offset_table(y.device)
                 target = y + table[tasks_t]
             return [(torch.arange(n, device=y.device), self.net.all_heads(h), target)]
-        if tasks_t is None:
+        if isinstance(tasks, int):
             return [(torch.arange(n, device=y.device), self.net.head(h, tasks), y)]
+        assert tasks_t is not None
         groups = []
         for t in tasks_t.unique().tolist():
             rows = (tasks_t == t).nonzero().flatten()
@@ -301,7 +310,7 @@ class CLLearner(Learner[CLC]):
             self.optimizer.load_state_dict(state["optimizer"])
 
     # -- helpers for methods -------------------------------------------------------------------
-    def frozen_copy(self) -> nn.Module:
+    def frozen_copy(self) -> MultiHeadNet:
         """A frozen copy of the network in eval mode (LwF's and DER's old model, iCaRL's)."""
         old = copy.deepcopy(self.net)
         old.requires_grad_(False)
@@ -332,6 +341,7 @@ class CLLearner(Learner[CLC]):
         """zero_grad, backward, optimizer step (methods with extra gradient work do it
         themselves)."""
         self.backward(loss)
+        assert self.optimizer is not None  # checked by backward
         self.optimizer.step()
 
     def logged(self, loss: torch.Tensor, n: int) -> torch.Tensor:
