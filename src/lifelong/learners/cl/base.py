@@ -84,7 +84,7 @@ class MultiHeadNet(nn.Module):
         for h in hidden:
             layers += [nn.Linear(features, h), nn.ReLU(inplace=True)]
             features = h
-        self.hidden = init_tf_(nn.Sequential(*layers))
+        self.hidden = cast(nn.Sequential, init_tf_(nn.Sequential(*layers)))
         self.out_features = features
         self.heads = nn.ModuleDict()
         self.order: list[int] = []  # task ids in arrival order (column order in class-il)

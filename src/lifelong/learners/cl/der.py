@@ -14,7 +14,7 @@ it was stored, and the MSE covers those columns only (later classes did not exis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +127,7 @@ class DER(CLLearner[DERConfig]):
         if second:
             h2 = h[n + r :]
             ce2 = self.reduce(self.ce_per_example(h2, second["y"], second["task"]))
-            loss = loss + self.cfg.beta * ce2
+            loss = loss + cast("DERPPConfig", self.cfg).beta * ce2
         self.step(loss)
         # reservoir update with the logits the network gave the current inputs
         stored = cur_logits.detach()

@@ -23,7 +23,7 @@ own head; in class-il it is the softmax over all classes seen so far.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn as nn
@@ -143,6 +143,7 @@ class EWC(CLLearner[EWCConfig]):
         loss = self.current_loss(batch)
         self.backward(loss)
         pen = self.penalty.add_grad_(self.named_trainable(), self.cfg.ewc_lambda / 2)
+        assert self.optimizer is not None  # checked by current_loss
         self.optimizer.step()
         return {"loss": self.logged(loss, len(batch.y)), "penalty": pen}
 
@@ -176,7 +177,7 @@ class EWC(CLLearner[EWCConfig]):
         fisher = self.task_fisher(task)
         theta = {n: p.detach() for n, p in self.net.named_parameters()}
         if self.online:
-            online_update(self.penalty, fisher, theta, self.cfg.gamma)
+            online_update(self.penalty, fisher, theta, cast("OnlineEWCConfig", self.cfg).gamma)
         else:
             add_task(self.penalty, fisher, theta)
         super().end_task(task)

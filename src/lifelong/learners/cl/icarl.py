@@ -224,6 +224,7 @@ class ICaRL(CLLearner[ICaRLConfig]):
                 col = self.offsets[t] + c
                 rows = (cols == col).nonzero().flatten() if cols is not None else None
                 if rows is not None and len(rows):
+                    assert feats is not None  # rows come from the stored exemplars
                     f = feats[rows]
                 elif t == self.current_task and self.train_set is not None:
                     if current is None:

@@ -76,6 +76,7 @@ class MAS(CLLearner[MASConfig]):
         loss = self.current_loss(batch)
         self.backward(loss)
         pen = self.penalty.add_grad_(self.named_trainable(), self.cfg.mas_lambda)
+        assert self.optimizer is not None  # checked by current_loss
         self.optimizer.step()
         return {"loss": self.logged(loss, len(batch.y)), "penalty": pen}
 

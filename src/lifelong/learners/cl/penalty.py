@@ -4,7 +4,7 @@ parameter penalty shared by EWC, Online EWC, SI and MAS."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -70,7 +70,8 @@ class QuadraticPenalty:
             return torch.zeros(())
         d = torch._foreach_sub([params[n] for n in names], [self.anchor[n] for n in names])
         ad = torch._foreach_mul(d, [self.importance[n] for n in names])
-        return sum((a * b).sum() for a, b in zip(ad, d, strict=True)) + self.const
+        total = cast(torch.Tensor, sum((a * b).sum() for a, b in zip(ad, d, strict=True)))
+        return total + self.const
 
     @torch.no_grad()
     def add_grad_(self, params: dict[str, nn.Parameter], scale: float) -> torch.Tensor:
@@ -82,8 +83,10 @@ class QuadraticPenalty:
             return torch.zeros(())
         d = torch._foreach_sub([params[n] for n in names], [self.anchor[n] for n in names])
         ad = torch._foreach_mul(d, [self.importance[n] for n in names])
-        torch._foreach_add_([params[n].grad for n in names], ad, alpha=2.0 * scale)
-        return scale * (sum((a * b).sum() for a, b in zip(ad, d, strict=True)) + self.const)
+        grads = cast(list[torch.Tensor], [params[n].grad for n in names])  # none is None
+        torch._foreach_add_(grads, ad, alpha=2.0 * scale)
+        total = cast(torch.Tensor, sum((a * b).sum() for a, b in zip(ad, d, strict=True)))
+        return scale * (total + self.const)
 
     def state_dict(self) -> dict[str, Any]:
         return {"importance": dict(self.importance), "anchor": dict(self.anchor),

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from lifelong.config import check
 from lifelong.learners.base import LEARNERS
 from lifelong.learners.cl.base import CLConfig, CLLearner, MultiHeadNet
-from lifelong.nets import NetSpec
+from lifelong.nets import ConvTrunk, NetSpec
 from lifelong.tasks import Batch
 
 __all__ = ["PSP", "PSPConfig", "PSPNet"]
@@ -60,13 +60,16 @@ class PSPNet(MultiHeadNet):
     (in, k, k) for a conv layer, (in,) for a linear layer.
     """
 
+    trunk: ConvTrunk  # built without a backbone
+
     def __init__(self, spec: NetSpec, input_shape: tuple[int, int, int]) -> None:
         super().__init__(spec, input_shape)
         self.keys: dict[int, list[torch.Tensor]] = {}
 
     def weighted(self) -> list[nn.Conv2d | nn.Linear]:
         """The keyed layers in forward order: the trunk's convs, then the hidden linears."""
-        convs = [m for m in self.trunk.layers if isinstance(m, nn.Conv2d)]
+        convs: list[nn.Conv2d | nn.Linear] = [
+            m for m in self.trunk.layers if isinstance(m, nn.Conv2d)]
         return convs + [m for m in self.hidden if isinstance(m, nn.Linear)]
 
     def make_keys(self, gen: torch.Generator) -> list[torch.Tensor]:
@@ -108,6 +111,7 @@ class PSP(CLLearner[PSPConfig]):
 
     Config = PSPConfig
     settings = frozenset({"task-il"})
+    net: PSPNet
 
     def build_net(self) -> PSPNet:
         return PSPNet(self.ctx.net, self.ctx.input_shape)

@@ -14,7 +14,7 @@ and later tasks minimise L(theta) + c * sum_i Omega_i (theta~_i - theta_i)^2.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn as nn
@@ -57,7 +57,7 @@ class PathIntegral:
         self.start: dict[str, torch.Tensor] = {}  # parameters at the task's start
         self._prev: dict[str, torch.Tensor] = {}  # scratch: parameters before the step
         self._live: list[str] = []
-        self._grads: list[torch.Tensor] = []
+        self._grads: list[torch.Tensor] | tuple[torch.Tensor, ...] = []
 
     @torch.no_grad()
     def begin(self, params: dict[str, nn.Parameter]) -> None:
@@ -70,8 +70,9 @@ class PathIntegral:
         self._live = [n for n, p in params.items() if p.grad is not None and n in self.omega]
         if any(n not in self._prev for n in self._live):  # after a resume
             self._prev = {n: torch.empty_like(params[n]) for n in self.omega}
-        plist = [params[n] for n in self._live]
-        self._grads = torch._foreach_mul([p.grad for p in plist], 1.0)  # copies
+        plist: list[torch.Tensor] = [params[n] for n in self._live]
+        grads = cast(list[torch.Tensor], [p.grad for p in plist])  # none is None (_live)
+        self._grads = torch._foreach_mul(grads, 1.0)  # copies
         torch._foreach_copy_([self._prev[n] for n in self._live], plist)
 
     @torch.no_grad()
@@ -124,6 +125,7 @@ class SI(CLLearner[SIConfig]):
         params = self.named_trainable()
         self.path.before_step(params)  # the task loss's gradient, before the penalty's
         pen = self.penalty.add_grad_(params, self.cfg.si_c)
+        assert self.optimizer is not None  # checked by current_loss
         self.optimizer.step()
         self.path.after_step(params)
         return {"loss": self.logged(loss, len(batch.y)), "penalty": pen}

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -94,6 +94,8 @@ class FixedLayer(nn.Module):
     (weight (out, in), then ReLU unless it is an output layer) layer whose weight is a fixed
     buffer; ``forward(x, mask)`` uses weight ⊙ mask."""
 
+    weight: torch.Tensor  # a buffer
+
     def __init__(self, shape: tuple[int, ...], pool: int = 1, relu: bool = True) -> None:
         super().__init__()
         fan_in = math.prod(shape[1:])
@@ -123,7 +125,7 @@ class SupSupNet(nn.Module):
         for c_out, k, p in zip(spec.channels, spec.kernels, spec.pools, strict=True):
             layers.append(FixedLayer((c_out, c, k, k), pool=p))
             c = c_out
-        features = spec.feature_size(tuple(input_shape))
+        features = spec.feature_size(input_shape)
         for h in spec.fc:
             layers.append(FixedLayer((h, features)))
             features = h
@@ -137,7 +139,7 @@ class SupSupNet(nn.Module):
         self.order.append(task_id)
 
     def layers(self, task_id: int) -> list[FixedLayer]:
-        return [*self.body, self.heads[str(task_id)]]
+        return cast(list[FixedLayer], [*self.body, self.heads[str(task_id)]])
 
     def forward(self, x: torch.Tensor, masks: list[torch.Tensor], task_id: int) -> torch.Tensor:
         for layer, mask in zip(self.layers(task_id), masks, strict=True):
@@ -151,6 +153,8 @@ class SupSup(CLLearner[SupSupConfig]):
 
     Config = SupSupConfig
     settings = frozenset({"task-il"})
+    # not a MultiHeadNet, but with the same head API (add_head, heads, order) the base uses
+    net: SupSupNet  # type: ignore[assignment]
 
     def __init__(self, cfg: SupSupConfig, ctx) -> None:
         super().__init__(cfg, ctx)
@@ -186,7 +190,7 @@ class SupSup(CLLearner[SupSupConfig]):
     def _masks(self, task_id: int) -> list[torch.Tensor]:
         """Task ``task_id``'s masks: stored (finished task) or from the current scores."""
         if task_id in self.masks:
-            dtype = self.net.heads[str(task_id)].weight.dtype
+            dtype = cast(FixedLayer, self.net.heads[str(task_id)]).weight.dtype
             return [m.to(dtype) for m in self.masks[task_id]]
         if task_id == self.current_task and self.scores is not None:
             return [top_k_mask(s, self.cfg.density) for s in self.scores]
