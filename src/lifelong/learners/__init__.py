@@ -45,8 +45,9 @@ def _on_base(method: type[SelectiveLearner], fields: type[NetLearnerConfig], bas
              summary: str) -> type[SelectiveLearner]:
     """``method`` on base learner ``base``: its config holds the method's and the base's
     fields (e.g. LASEM's ``m_steps`` and DF-CNN's ``deconv_activation``)."""
-    cfg = dataclass(type(f"{method.__name__}{base.upper()}Config", (fields, BASE_FIELDS[base]),
-                         {"__doc__": f"Settings of {method.__name__} on {base}."}))
+    cfg: type[NetLearnerConfig] = dataclass(
+        type(f"{method.__name__}{base.upper()}Config", (fields, BASE_FIELDS[base]),
+             {"__doc__": f"Settings of {method.__name__} on {base}."}))
     doc = f"{summary} on {base.upper() if base != 'dfcnn' else 'DF-CNN'}.\n\n{method.__doc__}"
     return type(f"{method.__name__}{base.upper()}", (method,),
                 {"kind": base, "Config": cfg, "__doc__": doc, "__module__": method.__module__})

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import torch
 
 from lifelong.config import Config, check
+from lifelong.config import Config as BaseConfig  # the name Config is a class attribute below
 from lifelong.nets import NetSpec
 from lifelong.registry import Registry
 from lifelong.tasks import Batch, Task
@@ -93,7 +94,7 @@ class Learner(ABC, Generic[C]):
         return (cls.__doc__ or "").strip().splitlines()[0]
 
     @classmethod
-    def resolve_config(cls, cfg: Config, defaults: Any) -> Config:
+    def resolve_config(cls, cfg: BaseConfig, defaults: Any) -> BaseConfig:
         """Fill config fields left None (lr, lr_decay) from the benchmark's paper defaults."""
         changes = {k: getattr(defaults, k) for k in ("lr", "lr_decay")
                    if hasattr(cfg, k) and getattr(cfg, k) is None}

@@ -3,6 +3,8 @@ layer shared by all tasks, every fully connected layer task-specific."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch.nn as nn
 
 from lifelong.learners.base import LEARNERS, NetLearnerConfig
@@ -25,4 +27,4 @@ class HPS(TaskNetLearner[NetLearnerConfig]):
 
     @property
     def model_features(self) -> int:
-        return self.model["shared"].out_features
+        return cast(ConvTrunk, self.model["shared"]).out_features

@@ -9,6 +9,7 @@ sqrt(ms + eps) (PyTorch: sqrt(ms) + eps), which changes the step once gradients 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import overload
 
 import torch
 
@@ -33,6 +34,12 @@ class TFRMSprop(torch.optim.Optimizer):
                  eps: float = 1e-10, initial_accumulator: float = 1.0) -> None:
         defaults = dict(lr=lr, decay=decay, eps=eps, initial_accumulator=initial_accumulator)
         super().__init__(params, defaults)
+
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

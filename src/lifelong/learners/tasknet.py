@@ -8,7 +8,7 @@ the learning-rate schedule, prediction and checkpoint state.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn as nn
@@ -68,13 +68,19 @@ class TaskNetLearner(Learner[NC]):
 
     # -- the learner contract --------------------------------------------------------------
     def task_module(self, task_id: int) -> nn.Module:
-        return self.model["tasks"][str(task_id)]
+        return self.tasks[str(task_id)]
+
+    @property
+    def tasks(self) -> nn.ModuleDict:
+        """The per-task modules, by task id as a string."""
+        return cast(nn.ModuleDict, self.model["tasks"])
 
     def _add_task(self, task_id: int, num_classes: int) -> None:
-        self.model["tasks"][str(task_id)] = self.build_task(task_id, num_classes).to(self.device)
+        self.tasks[str(task_id)] = self.build_task(task_id, num_classes).to(self.device)
         self.num_classes[task_id] = num_classes
 
     def _make_optimizer(self, task_id: int) -> torch.optim.Optimizer:
+        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
         lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
         return make_optimizer(self.cfg.optimizer, self.trainable_parameters(task_id), lr)
 
@@ -89,6 +95,7 @@ class TaskNetLearner(Learner[NC]):
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.optimizer is not None:
+            assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
             for group in self.optimizer.param_groups:
                 group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
 

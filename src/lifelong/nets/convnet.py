@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -109,7 +110,7 @@ class ConvTrunk(nn.Module):
     def __init__(self, spec: NetSpec, input_shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.spec = spec
-        self.input_shape = tuple(input_shape)
+        self.input_shape = cast("tuple[int, int, int]", tuple(input_shape))
         layers: list[nn.Module] = []
         c_in = input_shape[0]
         for c_out, k, p in zip(spec.channels, spec.kernels, spec.pools, strict=True):
