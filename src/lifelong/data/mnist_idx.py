@@ -19,7 +19,7 @@ from lifelong.errors import DataError
 
 __all__ = ["MnistData", "read_idx", "read_mnist"]
 
-_TYPES = {
+_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

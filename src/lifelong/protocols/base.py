@@ -4,7 +4,7 @@ the seeded, stratified sampling helpers that reproduce the papers' split sizes."
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -105,7 +105,7 @@ TransformFactory = Callable[[int, str, PixelSource, np.ndarray], "Transform | No
 
 
 def make_task(task_id: int, name: str, class_names: Sequence[str], class_ids: Sequence[int],
-              splits: dict[str, tuple[PixelSource, list[np.ndarray]]],
+              splits: Mapping[str, tuple[PixelSource, Sequence[np.ndarray]]],
               transform: TransformFactory | None = None, info: dict | None = None) -> Task:
     """Build a Task from per-class row lists of each split: split -> (source, rows per class).
 

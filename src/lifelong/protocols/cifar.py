@@ -119,6 +119,7 @@ class SplitCIFAR100(Benchmark[SplitCIFARConfig]):
                                 net="cifar", source="DF-CNN paper 4.2 and code (CIFAR-100)")
 
     def build(self, seed: int) -> TaskStream:
+        assert self.cfg.root is not None  # validate()
         data = read_cifar100(self.cfg.root)
         return _build("split-cifar100", self.cfg, seed, data, CIFAR100_MEAN, CIFAR100_STD)
 
@@ -134,5 +135,6 @@ class SplitCIFAR10(Benchmark[SplitCIFAR10Config]):
                                 source="DF-CNN code (CIFAR10_5: 2000 epochs over 5 tasks)")
 
     def build(self, seed: int) -> TaskStream:
+        assert self.cfg.root is not None  # validate()
         data = read_cifar10(self.cfg.root)
         return _build("split-cifar10", self.cfg, seed, data, CIFAR10_MEAN, CIFAR10_STD)

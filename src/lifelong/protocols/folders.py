@@ -103,6 +103,7 @@ class OfficeHome(Benchmark[OfficeHomeConfig]):
 
     def build(self, seed: int) -> TaskStream:
         cfg = self.cfg
+        assert cfg.root is not None  # validate()
         tree = read_domain_tree(cfg.root)
         rng = np.random.default_rng(seed if cfg.data_seed is None else cfg.data_seed)
         tasks: list[Task] = []
@@ -185,6 +186,7 @@ class Folder(Benchmark[FolderConfig]):
 
     def build(self, seed: int) -> TaskStream:
         cfg = self.cfg
+        assert cfg.root is not None  # validate()
         tree = read_split_tree(cfg.root)
         names = list(cfg.datasets) or sorted(tree)
         for n in names:

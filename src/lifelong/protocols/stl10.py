@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,7 @@ class STL10Lifelong(Benchmark[STL10LifelongConfig]):
 
     def build(self, seed: int) -> TaskStream:
         cfg = self.cfg
+        assert cfg.root is not None  # validate()
         data = read_stl10(cfg.root)
         num_classes = len(data.class_names)
         require(num_classes >= cfg.classes_per_task,
@@ -86,7 +88,9 @@ class STL10Lifelong(Benchmark[STL10LifelongConfig]):
         require(cfg.num_tasks <= variety,
                 f"stl10-lifelong: only {variety} distinct tasks exist for these settings")
         seen: set[tuple] = set()
-        groups, settings, infos = [], [], []
+        groups: list[list[int]] = []
+        settings: list[tuple[float, float, list[int], int]] = []
+        infos: list[dict[str, Any]] = []
         while len(groups) < cfg.num_tasks:
             classes = sorted(int(c) for c in rng.choice(num_classes, cfg.classes_per_task,
                                                         replace=False))
