@@ -25,7 +25,7 @@ change for earlier tasks, which is where DEN forgets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -160,7 +160,13 @@ class DEN(TaskNetLearner[DENConfig]):
 
     @property
     def net(self) -> DENNet:
-        return self.model["shared"]
+        return cast(DENNet, self.model["shared"])
+
+    def task_module(self, task_id: int) -> nn.Linear:
+        return cast(nn.Linear, super().task_module(task_id))  # DEN's heads are linear
+
+    def _heads(self) -> list[tuple[str, nn.Linear]]:
+        return [(key, cast(nn.Linear, head)) for key, head in self.tasks.items()]
 
     def build_shared(self) -> nn.Module:
         return DENNet(self.ctx)
@@ -206,12 +212,15 @@ class DEN(TaskNetLearner[DENConfig]):
             self._enter(nxt)
         self.task_epoch += 1
         self.epoch_loss = [0.0, 0]
+        assert self.optimizer is not None
+        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
         for group in self.optimizer.param_groups:
             group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
         t = self.current_task
+        assert t is not None
         net = self.net
         if phase == "head":
             params = list(self.task_module(t).parameters())
@@ -228,11 +237,13 @@ class DEN(TaskNetLearner[DENConfig]):
             masks = None
             params = self.trainable_parameters(t)
         self.grad_masks = masks
+        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
         lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
         self.optimizer = make_optimizer(self.cfg.optimizer, params, lr)
 
     def _leave(self, phase: str) -> None:
         if phase == "expand" and self.grad_masks is not None:
+            assert self.current_task is not None
             self._prune_new_units(self.current_task)
 
     def _last_loss(self) -> float:
@@ -248,9 +259,11 @@ class DEN(TaskNetLearner[DENConfig]):
             weights.append(self.task_module(t).weight)
             loss = loss + cfg.l1 * sum(w.abs().sum() for w in weights)
         elif self.phase == "select":
+            assert self.grad_masks is not None
             loss = loss + cfg.l2 * sum((w * m).square().sum()
                                        for w, m in zip(net.weights, self.grad_masks, strict=True))
         elif self.phase == "expand":
+            assert self.grad_masks is not None
             for layer, (w, m) in enumerate(zip(net.weights, self.grad_masks, strict=True)):
                 new = net.born(layer) == t  # rows of this task's new units
                 loss = loss + cfg.l1 * (w * m).abs().sum()
@@ -262,6 +275,7 @@ class DEN(TaskNetLearner[DENConfig]):
         return loss
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
+        assert self.optimizer is not None
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(self.forward(batch.x, batch.task_id), batch)
@@ -359,13 +373,13 @@ class DEN(TaskNetLearner[DENConfig]):
 
     def _grow_heads(self, count: int) -> None:
         """Every output layer reads the last hidden layer: pad with zero weights."""
-        for key, head in self.model["tasks"].items():
+        for key, head in self._heads():
             pad = torch.zeros(head.weight.shape[0], count, device=self.device)
             new = nn.Linear(head.in_features + count, head.out_features).to(self.device)
             with torch.no_grad():
                 new.weight.copy_(torch.cat([head.weight, pad], 1))
                 new.bias.copy_(head.bias)
-            self.model["tasks"][key] = new
+            self.tasks[key] = new
 
     def _keep_units(self, layer: int, keep: torch.Tensor) -> None:
         """Drop the units of ``layer`` where ``keep`` is False (and their outgoing columns)."""
@@ -380,12 +394,12 @@ class DEN(TaskNetLearner[DENConfig]):
             w = net.weights[layer + 1].detach()
             net.weights[layer + 1] = nn.Parameter(w[:, cols.nonzero().flatten()])
         else:
-            for key, head in self.model["tasks"].items():
+            for key, head in self._heads():
                 new = nn.Linear(int(keep.sum()), head.out_features).to(self.device)
                 with torch.no_grad():
                     new.weight.copy_(head.weight[:, idx])
                     new.bias.copy_(head.bias)
-                self.model["tasks"][key] = new
+                self.tasks[key] = new
 
     def _prune_new_units(self, t: int) -> None:
         """Remove this task's new units whose incoming weights are almost all zero."""
@@ -428,12 +442,12 @@ class DEN(TaskNetLearner[DENConfig]):
                     cols = above[:, idx]
                 net.weights[layer + 1] = nn.Parameter(torch.cat([above, cols], 1))
             else:
-                for key, head in self.model["tasks"].items():
+                for key, head in self._heads():
                     new = nn.Linear(head.in_features + n, head.out_features).to(self.device)
                     with torch.no_grad():
                         new.weight.copy_(torch.cat([head.weight, head.weight[:, idx]], 1))
                         new.bias.copy_(head.bias)
-                    self.model["tasks"][key] = new
+                    self.tasks[key] = new
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -441,7 +455,7 @@ class DEN(TaskNetLearner[DENConfig]):
         net = self.net
         state["den"] = {
             "shapes": [list(w.shape) for w in net.weights],
-            "heads": [[int(k), self.task_module(int(k)).in_features] for k in self.model["tasks"]],
+            "heads": [[int(k), self.task_module(int(k)).in_features] for k in self.tasks],
             "phase": self.phase, "task_epoch": self.task_epoch,
             "before": list(self.before), "epoch_loss": list(self.epoch_loss),
             "grad_masks": list(self.grad_masks) if self.grad_masks is not None else None,
@@ -461,7 +475,7 @@ class DEN(TaskNetLearner[DENConfig]):
                 self._add_task(int(t), int(n))
         for t, fan_in in den["heads"]:
             head = self.task_module(t)
-            self.model["tasks"][str(t)] = nn.Linear(fan_in, head.out_features).to(self.device)
+            self.tasks[str(t)] = nn.Linear(fan_in, head.out_features).to(self.device)
         self.model.load_state_dict(state["model"])
         self.epoch, self.current_task = int(state["epoch"]), state["current_task"]
         self.phase, self.task_epoch = den["phase"], int(den["task_epoch"])
@@ -472,16 +486,19 @@ class DEN(TaskNetLearner[DENConfig]):
         self.optimizer = None
         if self.current_task is not None:
             self._enter_optimizer_only()
+            assert self.optimizer is not None
             self.optimizer.load_state_dict(state["optimizer"])
 
     def _enter_optimizer_only(self) -> None:
         """Rebuild the current phase's optimizer (same parameter list as ``_enter``)."""
         t, net = self.current_task, self.net
+        assert t is not None
         if self.phase == "head":
             params = list(self.task_module(t).parameters())
         elif self.phase in ("select", "expand"):
             params = [*net.weights, *net.biases, *self.task_module(t).parameters()]
         else:
             params = self.trainable_parameters(t)
+        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
         lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
         self.optimizer = make_optimizer(self.cfg.optimizer, params, lr)
