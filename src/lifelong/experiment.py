@@ -80,6 +80,7 @@ class Experiment:
         return self.benchmark_cls(self.benchmark).build(self.run.seed)
 
     def build_learner(self, stream: TaskStream, device: torch.device) -> Learner:
+        assert self.run.net is not None and self.run.epochs is not None  # make_experiment
         ctx = LearnerContext(input_shape=stream.input_shape, net=get_net(self.run.net),
                              net_name=self.run.net, epochs=self.run.epochs, seed=self.run.seed,
                              device=device,
@@ -110,6 +111,7 @@ def make_experiment(raw: dict[str, Any]) -> Experiment:
         batch_size=run.batch_size if run.batch_size is not None else d.batch_size,
         net=run.net if run.net is not None else d.net,
     )
+    assert run.net is not None
     get_net(run.net)  # unknown network names fail here, before any data is read
     if run.setting not in learner_cls.settings:
         supported = ", ".join(sorted(learner_cls.settings))

@@ -20,7 +20,7 @@ os.umask(_UMASK)
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` and move the result to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

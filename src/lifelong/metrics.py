@@ -277,7 +277,8 @@ def per_task(h: History, names: list[str]) -> list[dict]:
     ]
 
 
-def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+def confidence_interval(values: Sequence[float] | np.ndarray,
+                        level: float = 0.95) -> tuple[float, float]:
     """Mean and half-width of the two-sided Student-t confidence interval (e.g. over seeds).
 
     Half-width is ``t_{(1+level)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard

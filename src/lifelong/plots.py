@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -19,6 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lifelong.history import History  # noqa: E402
 from lifelong.io import atomic_write  # noqa: E402
@@ -200,7 +202,8 @@ def _draw_curves(ax: Axes, curves: dict[str, np.ndarray], ci: dict[str, np.ndarr
         if half is not None:
             h = np.asarray(half, dtype=np.float64)
             ax.fill_between(x, y - h, y + h, color=color, alpha=0.2, linewidth=0)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    # a linear axis's default locator (AutoLocator) is a MaxNLocator
+    cast(MaxNLocator, ax.xaxis.get_major_locator()).set_params(integer=True)
     ax.set_xlabel("tasks learned")
     ax.grid(alpha=0.3)
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -138,9 +138,9 @@ def evaluate(learner: Learner, task: Task, split: ImageSet, device: torch.device
         if "oracle" in correct:
             correct["oracle"] += int((learner.predict(x, task.id).argmax(1) == y).sum())
         if "mapper" in correct:
-            correct["mapper"] += int((learner.map_task(x) == task.id).sum())
+            correct["mapper"] += int((cast(Any, learner).map_task(x) == task.id).sum())
         if "synonym" in correct:
-            correct["synonym"] += int(learner.synonym_match(pred, target).sum())
+            correct["synonym"] += int(cast(Any, learner).synonym_match(pred, target).sum())
     return {n: c / len(split) for n, c in correct.items()}
 
 
@@ -233,6 +233,8 @@ class Runner:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> RunOutcome:
         run, st, learner = self.exp.run, self.state, self.learner
+        assert run.epochs is not None  # filled by make_experiment
+        assert st.recorder is not None
         with Progress(self.stream, run.epochs, enabled=self.progress,
                       done=st.global_epoch) as bar:
             while st.task < len(self.stream):
@@ -298,6 +300,7 @@ class Runner:
     def _train_epoch(self, task: Task) -> float:
         """One pass over the task's training data; returns the mean loss."""
         st, run = self.state, self.exp.run
+        assert run.batch_size is not None  # filled by make_experiment
         with self._timed(), st.macs.work(task.id):
             self.learner.begin_epoch(st.global_epoch)
         # Training MACs: every step counts; a sample of them (steps 1, 1 + EVERY, ...) is
@@ -318,7 +321,9 @@ class Runner:
         """Validation and test accuracy of every task seen so far, and the extra views of
         the test accuracy (oracle, mapper) where the setting has them."""
         setting = self.exp.run.setting
-        val, test, views = [], [], {}
+        val: list[float] = []
+        test: list[float] = []
+        views: dict[str, list[float]] = {}
         for t in self.stream.tasks[: current + 1]:
             val.append(evaluate(self.learner, t, t.val, self.device, setting)["acc"])
             if not self.exp.run.evaluate_test:  # model selection: the test split is not read

@@ -96,7 +96,7 @@ def load_graph(backbone: Backbone, stop: int) -> Graph:
         raise EngineUnavailable(f"onnxruntime cannot be imported ({err})") from None
     if not 1 <= stop <= backbone.num_stages:
         raise ValueError(f"stop must be in 1..{backbone.num_stages}, not {stop}")
-    meta = {"schema": 1, "fingerprint": backbone.fingerprint(), "backbone":
+    meta: dict[str, Any] = {"schema": 1, "fingerprint": backbone.fingerprint(), "backbone":
             type(backbone).__name__, "image_size": backbone.image_size, "stop": stop,
             "opset": OPSET, "torch": torch.__version__}
     root = cache_dir() / "onnx"
@@ -159,7 +159,9 @@ def _export(backbone: Backbone, stop: int) -> bytes:
     try:
         with warnings.catch_warnings(), torch.no_grad(), _quiet_stderr():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
-            torch.onnx.export(_Prefix(backbone, stop), (example,), buf, dynamo=False,
+            # the stubs omit file objects, which the TorchScript exporter takes
+            torch.onnx.export(_Prefix(backbone, stop), (example,), buf,  # type: ignore[arg-type]
+                              dynamo=False,
                               input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                               opset_version=OPSET, do_constant_folding=True)

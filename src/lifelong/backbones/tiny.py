@@ -30,6 +30,7 @@ class TinyCNN(Backbone):
             with torch.no_grad():
                 fan_in = conv.weight[0].numel()
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / fan_in ** 0.5)
+                assert conv.bias is not None
                 conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
         self.body = nn.ModuleList(layers)
         stages = [wrap_convs(nn.ModuleList([c])) for c in self.body]

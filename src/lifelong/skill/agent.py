@@ -247,6 +247,7 @@ class Agent:
             for split in (task.train, task.val):
                 split.cache()  # BB: read every epoch
         epochs = 0
+        assert run.epochs is not None and run.batch_size is not None  # filled by make_experiment
         for epoch in range(run.epochs):
             if self.learner.task_done():
                 break

@@ -9,6 +9,8 @@ and the head is trained on that (Adam, lr 1e-3, early stopping on validation acc
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from lifelong.backbones.base import Backbone
@@ -35,7 +37,8 @@ def h2t_features(backbone: Backbone, x: torch.Tensor, bb: torch.Tensor, bb_from:
     backbone.use_bb(bb, bb_from)
     try:
         feats = backbone(x)
-        pooled = torch.cat([c.last.mean((2, 3)) for c in convs], 1)  # (B, bb_size)
+        # (B, bb_size); each conv recorded its output
+        pooled = torch.cat([cast(torch.Tensor, c.last).mean((2, 3)) for c in convs], 1)
     finally:
         backbone.use_bb(None)
         for c in convs:

@@ -24,7 +24,7 @@ same way; nothing received is unpickled (``lifelong.learners.lll.bundle``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -37,7 +37,14 @@ from lifelong.config import Config, check
 from lifelong.errors import ConfigError
 from lifelong.learners.base import LEARNERS, Learner, LearnerContext
 from lifelong.learners.lll.admission import Admission
-from lifelong.learners.lll.anchors import GMMCMapper, MahaMapper, fit_gmmc, fit_maha
+from lifelong.learners.lll.anchors import (
+    GMMCAnchor,
+    GMMCMapper,
+    MahaAnchor,
+    MahaMapper,
+    fit_gmmc,
+    fit_maha,
+)
 from lifelong.learners.lll.bundle import Bundle, BundleError, Expect, decode, digest, encode
 from lifelong.learners.lll.features import FeatureExtractor
 from lifelong.learners.lll.h2t import select_channels
@@ -157,9 +164,11 @@ class LLL(Learner[LLLConfig]):
         """The input of task ``task_id``'s head: features under its biases (+ Head2Toe maps)."""
         if self._training(task_id):
             cur = self.current
+            assert cur is not None
             return self.extract.with_bb(x, cur["bb"], cur["bb_from"])
         b = self.bundles[task_id]
         if b.h2t_index is not None:
+            assert b.bb is not None  # Head2Toe selects from the biases
             return self.extract.head2toe(x, b.bb.to(self.device), b.bb_from_stage,
                                          b.h2t_index.to(self.device))
         bb = b.bb.to(self.device) if b.bb is not None else None
@@ -168,6 +177,7 @@ class LLL(Learner[LLLConfig]):
     # -- the learner contract ------------------------------------------------------------------
     def begin_task(self, task: Task) -> None:
         if self._training(task.id):
+            assert self.current is not None
             self.current["val"] = task.val  # resumed inside the task
             # The checkpointed MACs already hold this featurisation (done when the task
             # began): computing it again in the new process is not new work of the task.
@@ -180,7 +190,7 @@ class LLL(Learner[LLLConfig]):
         head = Head(self.backbone.num_features, task.num_classes, self.cfg.head_norm)
         head.to(self.device)
         matches = self._name_init(head, list(task.classes)) if self.cfg.name_init else {}
-        params = list(head.parameters())
+        params: list[torch.Tensor] = list(head.parameters())
         bb = None
         if self.cfg.bb != "none":
             bb = torch.zeros(self.backbone.bb_size, device=self.device, requires_grad=True)
@@ -213,6 +223,7 @@ class LLL(Learner[LLLConfig]):
         With BB the features change every step: nothing is precomputed.
         """
         cur = self.current
+        assert cur is not None
         cur["train_feats"] = cur["val_feats"] = cur["val_labels"] = None
         if cur["bb"] is not None:
             return
@@ -244,6 +255,7 @@ class LLL(Learner[LLLConfig]):
     def _check_validation(self) -> None:
         """Early stopping on validation accuracy; the best state is kept."""
         cur = self.current
+        assert cur is not None
         val = cur["val"]
         correct = 0
         if cur.get("val_feats") is not None:  # no BB: features fixed and kept, (N_va, D)
@@ -283,6 +295,7 @@ class LLL(Learner[LLLConfig]):
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         cur = self.current
+        assert cur is not None
         if cur["done"]:
             return {"loss": torch.zeros((), device=self.device)}
         table = cur.get("train_feats")  # no BB: (N_tr, D), by row of task.train
@@ -303,6 +316,7 @@ class LLL(Learner[LLLConfig]):
 
     def end_task(self, task: Task) -> None:
         cur = self.current
+        assert cur is not None
         self._check_validation()  # score the last epoch too, then keep the best
         if cur["best_state"] is not None:
             state = dict(cur["best_state"])
@@ -322,6 +336,7 @@ class LLL(Learner[LLLConfig]):
         else:
             feats = self.extract.raw(task.train.images()).cpu().numpy()  # anchors: raw
         seed = self.seed * 1000 + task.id
+        anchor: GMMCAnchor | MahaAnchor
         if self.cfg.mapper == "gmmc":
             anchor = fit_gmmc(feats, self.cfg.gmm_components, seed, self.cfg.gmm_reg_covar)
         else:
@@ -372,6 +387,7 @@ class LLL(Learner[LLLConfig]):
                 stale += 1
                 if stale >= self.cfg.patience:
                     break
+        assert best_state is not None  # the first epoch's accuracy beats -1
         head.load_state_dict(best_state)
         self.learning[task.id]["h2t_best_val"] = best
         return head
@@ -471,12 +487,13 @@ class LLL(Learner[LLLConfig]):
         if admission is not None:
             task_id = admission.check(b)
         else:  # no stream to check against (e.g. a fresh learner): ids in range at least
-            task_id = b.info.get("task_id")
+            raw_id = b.info.get("task_id")
             ids = b.info.get("class_ids")
-            if type(task_id) is not int or task_id < 0 or not isinstance(ids, list) or \
+            if type(raw_id) is not int or raw_id < 0 or not isinstance(ids, list) or \
                     len(ids) != b.num_classes or not all(
                         type(i) is int and 0 <= i < self.ctx.num_global_classes for i in ids):
                 raise BundleError("bundle refused: missing or invalid task and class ids")
+            task_id = raw_id
         held = self.bundle_bytes.get(task_id)
         if held is not None and held != bytes(data):
             raise BundleError(f"bundle refused: task {task_id} is already held with other "
@@ -501,8 +518,9 @@ class LLL(Learner[LLLConfig]):
     def mapper(self) -> GMMCMapper | MahaMapper:
         if self._mapper is None:
             anchors = {t: b.anchor for t, b in self.bundles.items()}
-            self._mapper = (GMMCMapper(anchors) if self.cfg.mapper == "gmmc"
-                            else MahaMapper(anchors, self.cfg.maha_shrinkage))
+            self._mapper = (
+                GMMCMapper(cast(dict[int, GMMCAnchor], anchors)) if self.cfg.mapper == "gmmc"
+                else MahaMapper(cast(dict[int, MahaAnchor], anchors), self.cfg.maha_shrinkage))
         return self._mapper
 
     @torch.no_grad()
@@ -513,6 +531,7 @@ class LLL(Learner[LLLConfig]):
     def _head_logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         feats = self.task_features(x, task_id)
         if self._training(task_id):
+            assert self.current is not None
             return self.current["head"](feats)
         b = self.bundles[task_id]
         w = Head.effective(b.head_weight, b.head_norm)
@@ -587,5 +606,6 @@ class LLL(Learner[LLLConfig]):
                 "learning": {str(t): v for t, v in sorted(self.learning.items())},
                 "bb": self.cfg.bb, "mapper": self.cfg.mapper,
                 "engine": self.extract.engine.name,  # as resolved (auto, fallback)
-                **({"maha_shrinkage": self.mapper().shrinkage_ if self.bundles else None}
+                **({"maha_shrinkage": cast(MahaMapper, self.mapper()).shrinkage_
+                    if self.bundles else None}
                    if self.cfg.mapper == "maha" else {})}
