@@ -22,8 +22,9 @@ The paper's hierarchical knowledge consolidation (clustering tau's) is not imple
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -53,6 +54,17 @@ class APDConfig(NetLearnerConfig):
 
 def _trunc(shape: tuple[int, ...]) -> nn.Parameter:
     return nn.Parameter(nn.init.trunc_normal_(torch.empty(shape), std=0.05, a=-0.1, b=0.1))
+
+
+class _TaskParams(Protocol):
+    """What :meth:`APD.build_task` puts on a task's module (for typing)."""
+
+    v: nn.ParameterList
+    tau: nn.ParameterList
+    bias: nn.ParameterList
+    head: nn.Linear
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
 
 @LEARNERS.register("apd")
@@ -94,17 +106,24 @@ class APD(TaskNetLearner[APDConfig]):
         module.head = head
         return module
 
+    @property
+    def sigma(self) -> nn.ParameterList:
+        return cast(nn.ParameterList, self.model["shared"])
+
+    def _task(self, task_id: int) -> _TaskParams:
+        return cast(_TaskParams, self.task_module(task_id))
+
     def weights(self, task_id: int) -> list[torch.Tensor]:
         """theta_t = sigma * sigmoid(v_t) + tau_t for every layer."""
-        m = self.task_module(task_id)
+        m = self._task(task_id)
         out = []
-        for sigma, v, tau in zip(self.model["shared"], m.v, m.tau, strict=True):
+        for sigma, v, tau in zip(self.sigma, m.v, m.tau, strict=True):
             mask = torch.sigmoid(v).view(-1, *([1] * (sigma.dim() - 1)))
             out.append(sigma * mask + tau)
         return out
 
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        m = self.task_module(task_id)
+        m = self._task(task_id)
         spec = self.ctx.net
         for layer, (w, b) in enumerate(zip(self.weights(task_id), m.bias, strict=True)):
             if layer < self.num_conv:
@@ -120,9 +139,9 @@ class APD(TaskNetLearner[APDConfig]):
 
     def trainable_parameters(self, task_id: int) -> list[nn.Parameter]:
         """sigma, every task's tau (retroactive), and task t's mask, biases and head."""
-        current = self.task_module(task_id)
-        taus = [p for t in self.num_classes for p in self.task_module(t).tau]
-        return [*self.model["shared"], *taus, *current.v, *current.bias,
+        current = self._task(task_id)
+        taus = [p for t in self.num_classes for p in self._task(t).tau]
+        return [*self.sigma, *taus, *current.v, *current.bias,
                 *current.head.parameters()]
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -130,7 +149,7 @@ class APD(TaskNetLearner[APDConfig]):
         cfg = self.cfg
         if cfg.lambda1 > 0:
             loss = loss + cfg.lambda1 * sum(p.abs().sum() for t in self.num_classes
-                                            for p in self.task_module(t).tau)
+                                            for p in self._task(t).tau)
         earlier = {t: olds for t, olds in self.stored.items() if t != batch.task_id}
         if cfg.lambda2 > 0 and earlier:
             drift = sum((now - old).square().sum() for t, olds in earlier.items()
@@ -140,7 +159,7 @@ class APD(TaskNetLearner[APDConfig]):
 
     def end_task(self, task: Task) -> None:
         with torch.no_grad():
-            for tau in self.task_module(task.id).tau:
+            for tau in self._task(task.id).tau:
                 tau[tau.abs() < self.cfg.prune_below] = 0.0
             self.stored[task.id] = [w.detach().clone() for w in self.weights(task.id)]
         super().end_task(task)
