@@ -21,7 +21,7 @@ parameters at a layer go through one batched convolution.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import torch
 import torch.nn as nn
@@ -93,7 +93,7 @@ class ConvParams(nn.Module):
     def __init__(self, c_in: int, c_out: int, k: int) -> None:
         super().__init__()
         conv = init_tf_(nn.Conv2d(c_in, c_out, k))
-        self.weight, self.bias = conv.weight, conv.bias
+        self.weight, self.bias = conv.weight, cast(nn.Parameter, conv.bias)  # bias=True
 
 
 SC = TypeVar("SC", bound=NetLearnerConfig)
@@ -112,7 +112,7 @@ class SelectiveLearner(TaskNetLearner[SC]):
         self.num_layers = len(spec.channels)
         if self.kind == "dfcnn":
             self.sizes = dfcnn_sizes(ctx.net_name, spec, ctx.input_shape[0], "dfcnn",
-                                     reduced=cfg.size == "reduced")
+                                     reduced=cast(DFCNNFields, cfg).size == "reduced")
         #: Fixed configuration of each task (absent while a task still searches).
         self.task_configs: dict[int, Bits] = {}
         #: Shared parameters as they were before the current task's first visit (name ->
@@ -142,7 +142,8 @@ class SelectiveLearner(TaskNetLearner[SC]):
             return Factors(c_in, c_out, k)
         s = self.sizes
         return make_generator("dfcnn", c_in, c_out, s.kb_channels[layer], s.ts_channels[layer],
-                              s.depth[layer], activation=self.cfg.deconv_activation == "relu")
+                              s.depth[layer],
+                              activation=cast(DFCNNFields, self.cfg).deconv_activation == "relu")
 
     def build_task(self, task_id: int, num_classes: int) -> nn.Module:
         fixed = self.task_configs.get(task_id)
@@ -156,15 +157,26 @@ class SelectiveLearner(TaskNetLearner[SC]):
                       spec.dropout)
         return nn.ModuleDict({"transfer": transfer, "specific": specific, "head": head})
 
+    @property
+    def shared(self) -> nn.ModuleList:
+        """The shared parameters, one module per conv layer."""
+        return cast(nn.ModuleList, self.model["shared"])
+
+    def task_part(self, task_id: int, part: str) -> nn.ModuleList:
+        """Task ``task_id``'s "transfer" or "specific" modules, one per conv layer."""
+        return cast(nn.ModuleList, cast(nn.ModuleDict, self.task_module(task_id))[part])
+
+    def task_head(self, task_id: int) -> nn.Module:
+        return cast(nn.ModuleDict, self.task_module(task_id))["head"]
+
     def fix_config(self, task_id: int, cfg: Bits) -> None:
         """Fix task ``task_id``'s configuration and drop the parameters it does not use."""
         self.task_configs[task_id] = tuple(cfg)
-        module = self.task_module(task_id)
         for layer, bit in enumerate(cfg):
             if bit:
-                module["specific"][layer] = nn.Module()
+                self.task_part(task_id, "specific")[layer] = nn.Module()
             else:
-                module["transfer"][layer] = nn.Module()
+                self.task_part(task_id, "transfer")[layer] = nn.Module()
 
     # -- the roll-back at task end (the LASEM code's convert_tfVar_to_npVar) -----------------
     def snapshot_shared(self) -> None:
@@ -206,23 +218,23 @@ class SelectiveLearner(TaskNetLearner[SC]):
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Filters (c_out, c_in, k, k) and bias of a layer in its transfer-based (bit 1) or
         task-specific (bit 0) form."""
-        module = self.task_module(task_id)
         if not bit:
-            p = module["specific"][layer]
+            p = cast(ConvParams, self.task_part(task_id, "specific")[layer])
             return p.weight, p.bias
-        shared = self.model["shared"][layer]
+        shared = self.shared[layer]
         if self.kind == "hps":
-            return shared.weight, shared.bias
+            conv = cast(ConvParams, shared)
+            return conv.weight, conv.bias
         if self.kind == "tf":
-            f = module["transfer"][layer]
-            return f.filters(shared.W0), f.bias
-        return module["transfer"][layer](shared())
+            f = cast(Factors, self.task_part(task_id, "transfer")[layer])
+            return f.filters(cast(Core, shared).W0), f.bias
+        return self.task_part(task_id, "transfer")[layer](shared())
 
     def forward_configs(self, x: torch.Tensor, task_id: int, configs: list[Bits]
                         ) -> torch.Tensor:
         """Logits (n_configs, B, C) of task ``task_id`` under each configuration."""
         feats = self.config_features(x, task_id, configs)  # (n * B, F)
-        return self.task_module(task_id)["head"](feats).view(len(configs), x.shape[0], -1)
+        return self.task_head(task_id)(feats).view(len(configs), x.shape[0], -1)
 
     def config_features(self, x: torch.Tensor, task_id: int, configs: list[Bits]
                         ) -> torch.Tensor:
@@ -267,23 +279,24 @@ class SelectiveLearner(TaskNetLearner[SC]):
         (``cnn_lasem_model.py``, LL_hybrid_TF_EM_algo.define_opt). DF-CNN's L2 terms are in
         every configuration's loss there, so with weights summing to one they are unweighted.
         """
-        module = self.task_module(task_id)
-        if self.kind == "tf" and self.cfg.orthogonality > 0:
-            terms = [(layer, f.orthogonality()) for layer, f in enumerate(module["transfer"])
+        transfer = self.task_part(task_id, "transfer")
+        tf_cfg, dfcnn_cfg = cast(TFFields, self.cfg), cast(DFCNNFields, self.cfg)  # by kind
+        if self.kind == "tf" and tf_cfg.orthogonality > 0:
+            terms = [(layer, f.orthogonality()) for layer, f in enumerate(transfer)
                      if isinstance(f, Factors)]
             if terms:
                 if transfer_weight is None:
-                    return self.cfg.orthogonality * sum(o for _, o in terms)
-                return self.cfg.orthogonality * sum(transfer_weight[layer] * o
-                                                    for layer, o in terms)
+                    return tf_cfg.orthogonality * sum(o for _, o in terms)
+                return tf_cfg.orthogonality * sum(transfer_weight[layer] * o
+                                                  for layer, o in terms)
         if self.kind == "dfcnn":
             total: torch.Tensor | float = 0.0
-            if self.cfg.kb_l2 > 0:
-                total = total + self.cfg.kb_l2 * sum(kb.L.square().sum()
-                                                     for kb in self.model["shared"])
-            if self.cfg.ts_l2 > 0:
-                total = total + self.cfg.ts_l2 * sum(p.square().sum()
-                                                     for p in module["transfer"].parameters())
+            if dfcnn_cfg.kb_l2 > 0:
+                total = total + dfcnn_cfg.kb_l2 * sum(cast(KnowledgeBase, kb).L.square().sum()
+                                                      for kb in self.shared)
+            if dfcnn_cfg.ts_l2 > 0:
+                total = total + dfcnn_cfg.ts_l2 * sum(p.square().sum()
+                                                      for p in transfer.parameters())
             return total
         return 0.0
 

@@ -9,13 +9,17 @@ with TensorFlow's fan convention (``tf_glorot_uniform_``).
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
 
 __all__ = ["init_tf_", "tf_glorot_uniform_"]
 
-def init_tf_(module: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def init_tf_(module: M) -> M:
     """The original code's initialisation of plain conv and FC layers (``new_weight`` /
     ``new_bias``): weights from a normal with std 0.05 truncated at two std, biases 0.2."""
     for m in module.modules():
