@@ -20,7 +20,7 @@ default of the DF-CNN code's layer function, which its training script overrides
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn as nn
@@ -97,20 +97,27 @@ class DFCNN(TaskNetLearner[DFCNNConfig]):
 
     def filters(self, task_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Task ``task_id``'s conv filters and biases, generated from the current KBs."""
-        gens = self.task_module(task_id)["generators"]
-        return [g(kb()) for g, kb in zip(gens, self.model["shared"], strict=True)]
+        gens = self.generators(task_id)
+        return [g(kb()) for g, kb in zip(gens, self.kbs(), strict=True)]
+
+    def kbs(self) -> list[KnowledgeBase]:
+        return [cast(KnowledgeBase, m) for m in cast(nn.ModuleList, self.model["shared"])]
+
+    def generators(self, task_id: int) -> nn.ModuleList:
+        return cast(nn.ModuleList, cast(nn.ModuleDict, self.task_module(task_id))["generators"])
 
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         for (w, b), pool in zip(self.filters(task_id), self.ctx.net.pools, strict=True):
             x = conv_block(x, w, b, pool)  # (B, C_l, H_l, W_l)
-        return self.task_module(task_id)["head"](x.flatten(1))  # (B, C_task)
+        head = cast(nn.ModuleDict, self.task_module(task_id))["head"]
+        return head(x.flatten(1))  # (B, C_task)
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         loss = self.task_loss(logits, batch.y)
         if self.cfg.kb_l2 > 0:
-            loss = loss + self.cfg.kb_l2 * sum(kb.L.square().sum() for kb in self.model["shared"])
+            loss = loss + self.cfg.kb_l2 * sum(kb.L.square().sum() for kb in self.kbs())
         if self.cfg.ts_l2 > 0:
-            gens = self.task_module(batch.task_id)["generators"]
+            gens = self.generators(batch.task_id)
             loss = loss + self.cfg.ts_l2 * sum(p.square().sum() for p in gens.parameters())
         return loss
 

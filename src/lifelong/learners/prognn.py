@@ -14,6 +14,7 @@ Earlier columns are frozen, so there is no forgetting; FC layers get no laterals
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -99,7 +100,7 @@ class ProgressiveNets(TaskNetLearner[ProgNNConfig]):
         return list(self.task_module(task_id).parameters())  # earlier columns stay frozen
 
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        columns = [self.task_module(j) for j in range(task_id + 1)]
+        columns = [cast(Column, self.task_module(j)) for j in range(task_id + 1)]
         pools = self.ctx.net.pools
         hs = [x] * len(columns)  # each column's current layer input
         for layer, pool in enumerate(pools):
@@ -108,7 +109,7 @@ class ProgressiveNets(TaskNetLearner[ProgNNConfig]):
                 # Earlier columns are frozen: no graph through them while training task_id.
                 with torch.set_grad_enabled(torch.is_grad_enabled() and j == task_id):
                     pre = col.convs[layer](hs[j])
-                    for i, adapter in enumerate(col.laterals[layer]):
+                    for i, adapter in enumerate(cast(nn.ModuleList, col.laterals[layer])):
                         pre = pre + adapter(hs[i])
                     new.append(same_max_pool(F.relu(pre), pool))
             hs = new

@@ -17,6 +17,7 @@ identities).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -63,10 +64,17 @@ class TensorFactorization(TaskNetLearner[TFConfig]):
                       spec.dropout)
         return nn.ModuleDict({"factors": factors, "head": head})
 
+    def cores(self) -> list[Core]:
+        return [cast(Core, m) for m in cast(nn.ModuleList, self.model["shared"])]
+
+    def factors(self, task_id: int) -> list[Factors]:
+        task = cast(nn.ModuleDict, self.task_module(task_id))
+        return [cast(Factors, m) for m in cast(nn.ModuleList, task["factors"])]
+
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        task = self.task_module(task_id)
+        task = cast(nn.ModuleDict, self.task_module(task_id))
         for core, f, pool in zip(
-            self.model["shared"], task["factors"], self.ctx.net.pools, strict=True
+            self.cores(), self.factors(task_id), self.ctx.net.pools, strict=True
         ):
             x = conv_block(x, f.filters(core.W0), f.bias, pool)  # (B, C_l, H_l, W_l)
         return task["head"](x.flatten(1))
@@ -74,6 +82,6 @@ class TensorFactorization(TaskNetLearner[TFConfig]):
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         loss = self.task_loss(logits, batch.y)
         if self.cfg.orthogonality > 0:
-            factors = self.task_module(batch.task_id)["factors"]
+            factors = self.factors(batch.task_id)
             loss = loss + self.cfg.orthogonality * sum(f.orthogonality() for f in factors)
         return loss
