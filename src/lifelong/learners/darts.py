@@ -21,7 +21,7 @@ two forms are mixed after pooling.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn as nn
@@ -61,7 +61,7 @@ class DARTS(SelectiveLearner):
     """DARTS: a softmax mixture of transfer-based and task-specific forms per layer."""
 
     def build_task(self, task_id: int, num_classes: int) -> nn.Module:
-        module = super().build_task(task_id, num_classes)
+        module = cast(nn.ModuleDict, super().build_task(task_id, num_classes))
         if task_id not in self.task_configs:
             module["alpha"] = Alpha(self.num_layers)
         return module
@@ -72,13 +72,15 @@ class DARTS(SelectiveLearner):
         return [p for p in super().trainable_parameters(task_id) if id(p) not in skip]
 
     def _alpha(self, task_id: int) -> nn.Parameter | None:
-        module = self.task_module(task_id)
-        return module["alpha"].logits if "alpha" in module else None
+        module = cast(nn.ModuleDict, self.task_module(task_id))
+        return cast(Alpha, module["alpha"]).logits if "alpha" in module else None
 
     def current_config(self, task_id: int) -> Bits:
         if task_id in self.task_configs:
             return self.task_configs[task_id]
-        return tuple(int(i) for i in self._alpha(task_id).argmax(1).tolist())
+        alpha = self._alpha(task_id)
+        assert alpha is not None  # the task is still searching
+        return tuple(int(i) for i in alpha.argmax(1).tolist())
 
     def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         alpha = self._alpha(task_id)
@@ -94,7 +96,7 @@ class DARTS(SelectiveLearner):
             else:  # mix the pooled outputs
                 outs = [conv_block(x, w, b, pool) for w, b in filters]
                 x = weights[layer, 0] * outs[0] + weights[layer, 1] * outs[1]
-        return self.task_module(task_id)["head"](x.flatten(1))
+        return self.task_head(task_id)(x.flatten(1))
 
     def begin_task(self, task: Task) -> None:
         resumed = self.current_task == task.id and self.optimizer is not None
@@ -105,10 +107,12 @@ class DARTS(SelectiveLearner):
             self.arch_steps = 0
 
     def _make_arch_optimizer(self, task_id: int) -> torch.optim.Optimizer:
+        alpha = self._alpha(task_id)
+        assert alpha is not None  # the task is still searching
         if self.cfg.variant == "code":  # the code's second RMSProp, same lr schedule
-            return make_optimizer(self.cfg.optimizer, [self._alpha(task_id)],
+            return make_optimizer(self.cfg.optimizer, [alpha],
                                   decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch))
-        return torch.optim.Adam([self._alpha(task_id)], lr=self.cfg.arch_lr, betas=(0.5, 0.999),
+        return torch.optim.Adam([alpha], lr=self.cfg.arch_lr, betas=(0.5, 0.999),
                                 weight_decay=self.cfg.arch_weight_decay)
 
     def begin_epoch(self, epoch: int) -> None:
@@ -139,7 +143,7 @@ class DARTS(SelectiveLearner):
     def end_task(self, task: Task) -> None:
         if self._alpha(task.id) is not None:
             cfg = self.current_config(task.id)
-            del self.task_module(task.id)["alpha"]
+            del cast(nn.ModuleDict, self.task_module(task.id))["alpha"]
             self.fix_config(task.id, cfg)
         super().end_task(task)
 
@@ -158,5 +162,6 @@ class DARTS(SelectiveLearner):
         d = state["darts"]
         self.arch_steps = int(d["arch_steps"])
         if d["arch_optimizer"] is not None:
+            assert self.current_task is not None
             self.arch_optimizer = self._make_arch_optimizer(self.current_task)
             self.arch_optimizer.load_state_dict(d["arch_optimizer"])
