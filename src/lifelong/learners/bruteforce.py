@@ -20,6 +20,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -57,12 +58,13 @@ class BruteForce(SelectiveLearner):
     def _use(self, k: int) -> None:
         """Point the model at candidate k (its shared copy, its task module, its config)."""
         t = self.current_task
+        assert t is not None
         cand = self.candidates[k]
         self.model["shared"] = cand["shared"]
-        self.model["tasks"][str(t)] = cand["task"]
+        self.tasks[str(t)] = cand["task"]
         self.task_configs[t] = self.configs[k]
 
-    def _make_candidates(self, task: Task) -> None:
+    def _make_candidates(self, task: Task | _TaskShape) -> None:
         start = copy.deepcopy(self.model["shared"].state_dict())
         self.candidates, self.optimizers = [], []
         lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
@@ -101,13 +103,14 @@ class BruteForce(SelectiveLearner):
     @torch.no_grad()
     def candidate_accuracy(self, k: int) -> float:
         """Validation accuracy of candidate ``k`` on the current task."""
+        assert self._task is not None and self.current_task is not None
         val = self._task.val
         self._use(k)
         self.model.eval()
         correct = 0
         for i in range(0, len(val), _VAL_BATCH):
             idx = list(range(i, min(i + _VAL_BATCH, len(val))))
-            x, y = val.images(idx).to(self.device), val.labels[idx].to(self.device)
+            x, y = val.images(np.asarray(idx)).to(self.device), val.labels[idx].to(self.device)
             correct += int((self.forward(x, self.current_task).argmax(1) == y).sum())
         return correct / max(len(val), 1)
 
