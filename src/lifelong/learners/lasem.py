@@ -147,7 +147,7 @@ class LASEM(SelectiveLearner):
         as in the LASEM code (its posterior pass feeds dropout_prob=1.0): dropout noise,
         drawn independently per configuration, would otherwise decide which configuration
         looks most probable on a batch."""
-        head = self.task_module(task_id)["head"]
+        head = self.task_head(task_id)
         was_training = head.training
         head.eval()
         with torch.no_grad():
@@ -248,7 +248,7 @@ class LASEM(SelectiveLearner):
         else:
             post, keep, feats, w, evaluated = self._e_step(batch.x, batch.y, t)
         configs = [self.configs[i] for i in keep]
-        head = self.task_module(t)["head"]
+        head = self.task_head(t)
         weights = torch.tensor(w, dtype=torch.float32, device=self.device)  # (k,)
         bits = torch.tensor(configs, dtype=torch.float32, device=self.device)  # (k, layers)
         transfer_weight = weights @ bits  # (layers,): posterior of transferring there
@@ -258,6 +258,7 @@ class LASEM(SelectiveLearner):
             logits = head(feats).view(len(configs), B, -1)  # (k, B, C), dropout on
             ce = per_config_loss(logits, batch.y, self.cfg.loss_reduction)  # (k,)
             loss = (weights * ce).sum() + self.penalty(t, transfer_weight)
+            assert self.optimizer is not None
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
