@@ -28,9 +28,11 @@ demo: $(STAMP)
 demo-dfcnn: $(STAMP)
 	$(BIN)/lifelong compare --benchmark split-mnist --learners stl,hps,dfcnn --seeds 1 --out runs/demo-dfcnn
 
-# Lint (ruff: E, F, W, I, B, UP; settings in pyproject.toml). .ci/run runs it before the tests.
+# Lint (ruff: E, F, W, I, B, UP) and type-check (mypy on src/lifelong); settings in
+# pyproject.toml. .ci/run runs it before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
