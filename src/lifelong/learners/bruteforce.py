@@ -24,13 +24,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lifelong.learners.base import LearnerContext
+from lifelong.learners.base import LEARNERS, LearnerContext
 from lifelong.learners.optim import decayed_lr, make_optimizer
-from lifelong.learners.selective import SelectiveConfig, SelectiveLearner
+from lifelong.learners.selective import (
+    DFCNNFields,
+    HPSFields,
+    SelectiveConfig,
+    SelectiveLearner,
+    TFFields,
+)
 from lifelong.learners.transfer import Bits, all_configs, check_groups
 from lifelong.tasks import Batch, Task
 
-__all__ = ["BruteForce", "BruteForceFields"]
+__all__ = ["BruteForceHPS", "BruteForceTF", "BruteForceDFCNN", "BruteForce", "BruteForceFields"]
 
 _VAL_BATCH = 256
 
@@ -205,3 +211,55 @@ class _TaskShape:
 
     id: int
     num_classes: int
+
+
+# -- BruteForce on each base learner of the LASEM paper: named, registered classes --
+@dataclass
+class BruteForceHPSConfig(BruteForceFields, HPSFields):
+    """Settings of BruteForce on hps: the method's fields and the base's."""
+
+
+@LEARNERS.register("bruteforce-hps")
+class BruteForceHPS(BruteForce):
+    """Brute-force configuration search on HPS.
+
+    The method is :class:`BruteForce`; the layers of base ``hps`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "hps"
+    Config = BruteForceHPSConfig
+    cfg: BruteForceHPSConfig
+
+
+@dataclass
+class BruteForceTFConfig(BruteForceFields, TFFields):
+    """Settings of BruteForce on tf: the method's fields and the base's."""
+
+
+@LEARNERS.register("bruteforce-tf")
+class BruteForceTF(BruteForce):
+    """Brute-force configuration search on TF.
+
+    The method is :class:`BruteForce`; the layers of base ``tf`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "tf"
+    Config = BruteForceTFConfig
+    cfg: BruteForceTFConfig
+
+
+@dataclass
+class BruteForceDFCNNConfig(BruteForceFields, DFCNNFields):
+    """Settings of BruteForce on dfcnn: the method's fields and the base's."""
+
+
+@LEARNERS.register("bruteforce-dfcnn")
+class BruteForceDFCNN(BruteForce):
+    """Brute-force configuration search on DF-CNN.
+
+    The method is :class:`BruteForce`; the layers of base ``dfcnn`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "dfcnn"
+    Config = BruteForceDFCNNConfig
+    cfg: BruteForceDFCNNConfig

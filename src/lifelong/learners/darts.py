@@ -28,13 +28,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lifelong.config import check
+from lifelong.learners.base import LEARNERS
 from lifelong.learners.optim import decayed_lr, make_optimizer
-from lifelong.learners.selective import SelectiveConfig, SelectiveLearner
+from lifelong.learners.selective import (
+    DFCNNFields,
+    HPSFields,
+    SelectiveConfig,
+    SelectiveLearner,
+    TFFields,
+)
 from lifelong.learners.transfer import Bits
 from lifelong.nets.convnet import conv_block, same_max_pool
 from lifelong.tasks import Batch, Task
 
-__all__ = ["DARTS", "DARTSFields"]
+__all__ = ["DARTSHPS", "DARTSTF", "DARTSDFCNN", "DARTS", "DARTSFields"]
 
 
 @dataclass
@@ -165,3 +172,55 @@ class DARTS(SelectiveLearner):
             assert self.current_task is not None
             self.arch_optimizer = self._make_arch_optimizer(self.current_task)
             self.arch_optimizer.load_state_dict(d["arch_optimizer"])
+
+
+# -- DARTS on each base learner of the LASEM paper: named, registered classes --
+@dataclass
+class DARTSHPSConfig(DARTSFields, HPSFields):
+    """Settings of DARTS on hps: the method's fields and the base's."""
+
+
+@LEARNERS.register("darts-hps")
+class DARTSHPS(DARTS):
+    """DARTS selection on HPS.
+
+    The method is :class:`DARTS`; the layers of base ``hps`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "hps"
+    Config = DARTSHPSConfig
+    cfg: DARTSHPSConfig
+
+
+@dataclass
+class DARTSTFConfig(DARTSFields, TFFields):
+    """Settings of DARTS on tf: the method's fields and the base's."""
+
+
+@LEARNERS.register("darts-tf")
+class DARTSTF(DARTS):
+    """DARTS selection on TF.
+
+    The method is :class:`DARTS`; the layers of base ``tf`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "tf"
+    Config = DARTSTFConfig
+    cfg: DARTSTFConfig
+
+
+@dataclass
+class DARTSDFCNNConfig(DARTSFields, DFCNNFields):
+    """Settings of DARTS on dfcnn: the method's fields and the base's."""
+
+
+@LEARNERS.register("darts-dfcnn")
+class DARTSDFCNN(DARTS):
+    """DARTS selection on DF-CNN.
+
+    The method is :class:`DARTS`; the layers of base ``dfcnn`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "dfcnn"
+    Config = DARTSDFCNNConfig
+    cfg: DARTSDFCNNConfig

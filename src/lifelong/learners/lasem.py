@@ -38,12 +38,19 @@ import numpy as np
 import torch
 
 from lifelong.config import check
-from lifelong.learners.base import LearnerContext
-from lifelong.learners.selective import SelectiveConfig, SelectiveLearner, per_config_loss
+from lifelong.learners.base import LEARNERS, LearnerContext
+from lifelong.learners.selective import (
+    DFCNNFields,
+    HPSFields,
+    SelectiveConfig,
+    SelectiveLearner,
+    TFFields,
+    per_config_loss,
+)
 from lifelong.learners.transfer import Bits, all_configs, check_groups, config_name, parse_config
 from lifelong.tasks import Batch, Task
 
-__all__ = ["LASEM", "LASEMFields", "kept_set"]
+__all__ = ["LASEMHPS", "LASEMTF", "LASEMDFCNN", "LASEM", "LASEMFields", "kept_set"]
 
 
 @dataclass
@@ -319,3 +326,55 @@ class LASEM(SelectiveLearner):
         self.cost = {k: int(v) for k, v in s["cost"].items()}
         self.last_pl_sum = float(s["last_pl_sum"])
         self.traces = {int(t): tr for t, tr in s["traces"]}
+
+
+# -- LASEM on each base learner of the LASEM paper: named, registered classes --
+@dataclass
+class LASEMHPSConfig(LASEMFields, HPSFields):
+    """Settings of LASEM on hps: the method's fields and the base's."""
+
+
+@LEARNERS.register("lasem-hps")
+class LASEMHPS(LASEM):
+    """LASEM on HPS.
+
+    The method is :class:`LASEM`; the layers of base ``hps`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "hps"
+    Config = LASEMHPSConfig
+    cfg: LASEMHPSConfig
+
+
+@dataclass
+class LASEMTFConfig(LASEMFields, TFFields):
+    """Settings of LASEM on tf: the method's fields and the base's."""
+
+
+@LEARNERS.register("lasem-tf")
+class LASEMTF(LASEM):
+    """LASEM on TF.
+
+    The method is :class:`LASEM`; the layers of base ``tf`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "tf"
+    Config = LASEMTFConfig
+    cfg: LASEMTFConfig
+
+
+@dataclass
+class LASEMDFCNNConfig(LASEMFields, DFCNNFields):
+    """Settings of LASEM on dfcnn: the method's fields and the base's."""
+
+
+@LEARNERS.register("lasem-dfcnn")
+class LASEMDFCNN(LASEM):
+    """LASEM on DF-CNN.
+
+    The method is :class:`LASEM`; the layers of base ``dfcnn`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "dfcnn"
+    Config = LASEMDFCNNConfig
+    cfg: LASEMDFCNNConfig

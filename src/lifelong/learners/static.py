@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lifelong.learners.base import LearnerContext
-from lifelong.learners.selective import SelectiveConfig, SelectiveLearner
+from lifelong.learners.base import LEARNERS, LearnerContext
+from lifelong.learners.selective import (
+    DFCNNFields,
+    HPSFields,
+    SelectiveConfig,
+    SelectiveLearner,
+    TFFields,
+)
 from lifelong.learners.transfer import parse_config
 from lifelong.tasks import Task
 
-__all__ = ["StaticTransfer", "StaticFields"]
+__all__ = ["StaticTransferHPS", "StaticTransferTF", "StaticTransferDFCNN", "StaticTransfer",
+           "StaticFields"]
 
 
 @dataclass
@@ -33,3 +40,55 @@ class StaticTransfer(SelectiveLearner):
 
     def report(self) -> dict:
         return self.config_report()
+
+
+# -- StaticTransfer on each base learner of the LASEM paper: named, registered classes --
+@dataclass
+class StaticTransferHPSConfig(StaticFields, HPSFields):
+    """Settings of StaticTransfer on hps: the method's fields and the base's."""
+
+
+@LEARNERS.register("static-hps")
+class StaticTransferHPS(StaticTransfer):
+    """A static transfer configuration on HPS.
+
+    The method is :class:`StaticTransfer`; the layers of base ``hps`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "hps"
+    Config = StaticTransferHPSConfig
+    cfg: StaticTransferHPSConfig
+
+
+@dataclass
+class StaticTransferTFConfig(StaticFields, TFFields):
+    """Settings of StaticTransfer on tf: the method's fields and the base's."""
+
+
+@LEARNERS.register("static-tf")
+class StaticTransferTF(StaticTransfer):
+    """A static transfer configuration on TF.
+
+    The method is :class:`StaticTransfer`; the layers of base ``tf`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "tf"
+    Config = StaticTransferTFConfig
+    cfg: StaticTransferTFConfig
+
+
+@dataclass
+class StaticTransferDFCNNConfig(StaticFields, DFCNNFields):
+    """Settings of StaticTransfer on dfcnn: the method's fields and the base's."""
+
+
+@LEARNERS.register("static-dfcnn")
+class StaticTransferDFCNN(StaticTransfer):
+    """A static transfer configuration on DF-CNN.
+
+    The method is :class:`StaticTransfer`; the layers of base ``dfcnn`` are built by
+    :class:`~lifelong.learners.selective.SelectiveLearner`."""
+
+    kind = "dfcnn"
+    Config = StaticTransferDFCNNConfig
+    cfg: StaticTransferDFCNNConfig
