@@ -23,6 +23,7 @@ import torch
 
 from lifelong.config import Config, check
 from lifelong.config import Config as BaseConfig  # the name Config is a class attribute below
+from lifelong.learners.optim import decayed_lr
 from lifelong.nets import NetSpec
 from lifelong.registry import Registry
 from lifelong.tasks import Batch, Task
@@ -65,6 +66,12 @@ class NetLearnerConfig(Config):
     # "sum": the DF-CNN code minimises the per-example cross-entropy summed over the batch;
     # "mean": the LASEM code averages it.
     loss_reduction: Literal["sum", "mean"] = "sum"
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The learning rate at global epoch ``epoch``: ``lr / (1 + epoch * lr_decay)``.
+        ``Learner.resolve_config`` fills ``lr`` and ``lr_decay`` before any training."""
+        assert self.lr is not None and self.lr_decay is not None, "config not resolved"
+        return decayed_lr(self.lr, self.lr_decay, epoch)
 
     def validate(self) -> None:
         check(self.lr is None or self.lr > 0, "lr must be > 0")

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from lifelong.learners.base import LEARNERS, LearnerContext
-from lifelong.learners.optim import decayed_lr, make_optimizer
+from lifelong.learners.optim import make_optimizer
 from lifelong.learners.selective import (
     DFCNNFields,
     HPSFields,
@@ -73,7 +73,7 @@ class BruteForce(SelectiveLearner):
     def _make_candidates(self, task: Task | _TaskShape) -> None:
         start = copy.deepcopy(self.model["shared"].state_dict())
         self.candidates, self.optimizers = [], []
-        lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
+        lr = self.cfg.epoch_lr(self.epoch)
         for cfg in self.configs:
             self.task_configs[task.id] = cfg  # build only the parameters cfg uses
             shared = self.build_shared().to(self.device)
@@ -102,7 +102,7 @@ class BruteForce(SelectiveLearner):
         self.epoch = epoch
         for opt in self.optimizers:
             for group in opt.param_groups:
-                group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
+                group["lr"] = self.cfg.epoch_lr(epoch)
         if self.candidates and self.task_epochs > 0:  # score the epoch just trained
             self._score()
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from lifelong.config import check
 from lifelong.learners.base import LEARNERS
-from lifelong.learners.optim import decayed_lr, make_optimizer
+from lifelong.learners.optim import make_optimizer
 from lifelong.learners.selective import (
     DFCNNFields,
     HPSFields,
@@ -118,7 +118,7 @@ class DARTS(SelectiveLearner):
         assert alpha is not None  # the task is still searching
         if self.cfg.variant == "code":  # the code's second RMSProp, same lr schedule
             return make_optimizer(self.cfg.optimizer, [alpha],
-                                  decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch))
+                                  self.cfg.epoch_lr(self.epoch))
         return torch.optim.Adam([alpha], lr=self.cfg.arch_lr, betas=(0.5, 0.999),
                                 weight_decay=self.cfg.arch_weight_decay)
 
@@ -126,7 +126,7 @@ class DARTS(SelectiveLearner):
         super().begin_epoch(epoch)
         if self.cfg.variant == "code" and getattr(self, "arch_optimizer", None) is not None:
             for group in self.arch_optimizer.param_groups:
-                group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
+                group["lr"] = self.cfg.epoch_lr(epoch)
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.task_id

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from lifelong.config import check
 from lifelong.learners.base import LEARNERS, LearnerContext, NetLearnerConfig
-from lifelong.learners.optim import decayed_lr, make_optimizer
+from lifelong.learners.optim import make_optimizer
 from lifelong.learners.tasknet import TaskNetLearner
 from lifelong.nets.convnet import same_max_pool
 from lifelong.tasks import Batch, Task
@@ -213,9 +213,8 @@ class DEN(TaskNetLearner[DENConfig]):
         self.task_epoch += 1
         self.epoch_loss = [0.0, 0]
         assert self.optimizer is not None
-        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
         for group in self.optimizer.param_groups:
-            group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
+            group["lr"] = self.cfg.epoch_lr(epoch)
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
@@ -237,8 +236,7 @@ class DEN(TaskNetLearner[DENConfig]):
             masks = None
             params = self.trainable_parameters(t)
         self.grad_masks = masks
-        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
-        lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
+        lr = self.cfg.epoch_lr(self.epoch)
         self.optimizer = make_optimizer(self.cfg.optimizer, params, lr)
 
     def _leave(self, phase: str) -> None:
@@ -499,6 +497,5 @@ class DEN(TaskNetLearner[DENConfig]):
             params = [*net.weights, *net.biases, *self.task_module(t).parameters()]
         else:
             params = self.trainable_parameters(t)
-        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
-        lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
+        lr = self.cfg.epoch_lr(self.epoch)
         self.optimizer = make_optimizer(self.cfg.optimizer, params, lr)

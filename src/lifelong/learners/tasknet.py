@@ -19,7 +19,7 @@ from lifelong.learners.base import (
     LearnerContext,
     NetLearnerConfig,
 )
-from lifelong.learners.optim import decayed_lr, make_optimizer
+from lifelong.learners.optim import make_optimizer
 from lifelong.tasks import Batch, Task
 
 __all__ = ["TaskNetLearner"]
@@ -80,8 +80,7 @@ class TaskNetLearner(Learner[NC]):
         self.num_classes[task_id] = num_classes
 
     def _make_optimizer(self, task_id: int) -> torch.optim.Optimizer:
-        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
-        lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
+        lr = self.cfg.epoch_lr(self.epoch)
         return make_optimizer(self.cfg.optimizer, self.trainable_parameters(task_id), lr)
 
     def begin_task(self, task: Task) -> None:
@@ -95,9 +94,8 @@ class TaskNetLearner(Learner[NC]):
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.optimizer is not None:
-            assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
             for group in self.optimizer.param_groups:
-                group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
+                group["lr"] = self.cfg.epoch_lr(epoch)
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         assert self.optimizer is not None and batch.task_id == self.current_task

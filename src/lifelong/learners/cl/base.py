@@ -27,7 +27,7 @@ from lifelong.backbones import BACKBONES
 from lifelong.config import check
 from lifelong.learners.base import Learner, LearnerContext, NetLearnerConfig
 from lifelong.learners.cl.memory import TensorStore, select_per_class
-from lifelong.learners.optim import decayed_lr, make_optimizer
+from lifelong.learners.optim import make_optimizer
 from lifelong.nets import ConvTrunk, NetSpec
 from lifelong.nets.init import init_tf_
 from lifelong.tasks import Batch, Task
@@ -178,8 +178,7 @@ class CLLearner(Learner[CLC]):
         return {n: p for n, p in self.net.named_parameters() if p.requires_grad}
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
-        lr = decayed_lr(self.cfg.lr, self.cfg.lr_decay, self.epoch)
+        lr = self.cfg.epoch_lr(self.epoch)
         return make_optimizer(self.cfg.optimizer, self.trainable(), lr)
 
     # -- the contract ------------------------------------------------------------------------
@@ -198,9 +197,8 @@ class CLLearner(Learner[CLC]):
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.optimizer is not None:
-            assert self.cfg.lr is not None and self.cfg.lr_decay is not None  # resolve_config
             for group in self.optimizer.param_groups:
-                group["lr"] = decayed_lr(self.cfg.lr, self.cfg.lr_decay, epoch)
+                group["lr"] = self.cfg.epoch_lr(epoch)
 
     def end_task(self, task: Task) -> None:
         self.current_task = None
