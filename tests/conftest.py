@@ -44,7 +44,7 @@ KINDS = {
                  "test_cl_isolation", "test_lll"),
     "protocol": ("test_benchmarks",),
     "system": ("test_runner", "test_cli", "test_compare", "test_compare_views", "test_tune",
-               "test_population", "test_population_faults"),
+               "test_population", "test_population_faults", "test_results_schema"),
 }
 _KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
 

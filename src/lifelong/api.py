@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lifelong.checkpoint import has_checkpoint
 from lifelong.config import merge
 from lifelong.errors import ConfigError, LifelongError, RunError
 from lifelong.experiment import Experiment, make_experiment, normalize_raw, resolve_device
+from lifelong.history import History
 from lifelong.io import atomic_write_json
 from lifelong.outputs import (
     RESULT_FILES,
@@ -31,7 +33,8 @@ from lifelong.outputs import (
 from lifelong.runner import Runner
 from lifelong.tasks import TaskStream
 
-__all__ = ["run_experiment", "load_run_config", "default_out", "RunInterrupted"]
+__all__ = ["run_experiment", "execute_run", "FinishedRun", "load_run_config", "default_out",
+           "RunInterrupted"]
 
 
 def default_out(exp: Experiment) -> Path:
@@ -65,13 +68,26 @@ def _describe_difference(a: dict, b: dict, prefix: str = "") -> str:
     return ""
 
 
-def run_experiment(raw: dict[str, Any], *, out: str | Path | None = None,
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run this process just finished, in memory: what results.json holds and the
+    history that history.csv holds (so a caller such as ``compare`` reads no file back)."""
+
+    results: dict[str, Any]
+    history: History
+
+
+def run_experiment(raw: dict[str, Any] | Experiment, *, out: str | Path | None = None,
                    resume: str | Path | None = None, overwrite: bool = False,
                    progress: bool = True, stl: str | Path | None = None) -> dict[str, Any]:
-    """Run (or resume) the experiment described by ``raw`` and return its results.
+    """Run (or resume) the experiment described by ``raw`` and return its results (the
+    content of ``results.json``); :func:`execute_run` takes the same arguments and also
+    returns the history.
 
     Args:
-        raw: user settings (sections run/benchmark/learner, or run fields at the top level).
+        raw: user settings (sections run/benchmark/learner, or run fields at the top level),
+            or an :class:`~lifelong.experiment.Experiment` already resolved from them (the
+            config is then not built again).
         out: run directory; default ``runs/<benchmark>-<learner>-<seed>``.
         resume: a run directory to continue; ``raw`` may only repeat its settings or change
             execution-only ones (device, threads, cache_mb) and the data's location.
@@ -84,11 +100,23 @@ def run_experiment(raw: dict[str, Any], *, out: str | Path | None = None,
         LifelongError: bad input; nothing is left behind.
         RunInterrupted: Ctrl-C; the run directory holds a checkpoint to resume from.
     """
+    return execute_run(raw, out=out, resume=resume, overwrite=overwrite, progress=progress,
+                       stl=stl).results
+
+
+def execute_run(raw: dict[str, Any] | Experiment, *, out: str | Path | None = None,
+                resume: str | Path | None = None, overwrite: bool = False,
+                progress: bool = True, stl: str | Path | None = None) -> FinishedRun:
+    """:func:`run_experiment`, returning the results and the history in memory."""
     if resume is not None:
         run_dir = Path(resume)
-        saved = normalize_raw(load_run_config(run_dir))
-        exp = make_experiment(merge(saved, normalize_raw(raw)))
-        original = make_experiment(saved)
+        original = make_experiment(load_run_config(run_dir))
+        if isinstance(raw, Experiment):
+            exp = raw
+        elif raw:  # only execution settings may change; checked below
+            exp = make_experiment(merge(original.to_dict(), normalize_raw(raw)))
+        else:
+            exp = original
         if exp.comparable() != original.comparable():
             diff = _describe_difference(original.comparable(), exp.comparable())
             raise RunError(f"--resume {run_dir}: {diff}")
@@ -97,7 +125,7 @@ def run_experiment(raw: dict[str, Any], *, out: str | Path | None = None,
         if out is not None and Path(out) != run_dir:
             raise ConfigError("--out and --resume name different directories")
     else:
-        exp = make_experiment(raw)
+        exp = raw if isinstance(raw, Experiment) else make_experiment(raw)
         run_dir = Path(out) if out is not None else default_out(exp)
         _check_new_run_dir(run_dir, overwrite)
 
@@ -133,12 +161,14 @@ def run_experiment(raw: dict[str, Any], *, out: str | Path | None = None,
             if not any(run_dir.iterdir()):
                 run_dir.rmdir()
         raise
-    return write_results(run_dir, exp, stream, outcome.recorder.to_history(),
-                         parameters=learner.parameter_count(),
-                         train_seconds=outcome.train_seconds,
-                         wall_seconds=time.perf_counter() - start, device=device,
-                         stl_matrix=stl_matrix, train_macs=outcome.train_macs,
-                         extra={"run_dir": str(run_dir), "learner_report": learner.report()})
+    history = outcome.recorder.to_history()
+    results = write_results(run_dir, exp, stream, history,
+                            parameters=learner.parameter_count(),
+                            train_seconds=outcome.train_seconds,
+                            wall_seconds=time.perf_counter() - start, device=device,
+                            stl_matrix=stl_matrix, train_macs=outcome.train_macs,
+                            report=learner.learner_report(), extra={"run_dir": str(run_dir)})
+    return FinishedRun(results, history)
 
 
 class RunInterrupted(KeyboardInterrupt):

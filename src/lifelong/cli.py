@@ -47,7 +47,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if overrides:
         if not hasattr(args, "overrides"):
             parser.error(f"{args.command} takes no key=value overrides")
-        args.overrides = [*args.overrides, *overrides]
+        args = argparse.Namespace(**{**vars(args),
+                                     "overrides": [*args.overrides, *overrides]})
     return args
 
 
@@ -219,6 +220,7 @@ def _raw_from_args(args: argparse.Namespace,
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lifelong.api import run_experiment
+    from lifelong.experiment import make_experiment
 
     raw = _raw_from_args(args)
     if args.resume is None and not raw["run"].get("benchmark"):
@@ -226,8 +228,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume is None and not raw["run"].get("learner"):
         raise LifelongError("--learner is required (see `lifelong list`)")
     _check_root(raw["run"].get("benchmark"), raw["benchmark"])
-    results = run_experiment(raw, out=args.out, resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.quiet, stl=args.stl)
+    # a new run's config is resolved here, once, and passed down; a resume resolves the saved
+    # config with these execution settings on top (api.execute_run)
+    settings = raw if args.resume is not None else make_experiment(raw)
+    results = run_experiment(settings, out=args.out, resume=args.resume,
+                             overwrite=args.overwrite, progress=not args.quiet, stl=args.stl)
     _print_summary(results)
     return 0
 
@@ -235,7 +240,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lifelong.compare import compare
+    from lifelong.compare import compare, comparison_markdown
     from lifelong.config import parse_overrides
     from lifelong.learners import is_learner, resolve_learner
 
@@ -270,11 +275,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     grid = GridBackend(backend=args.backend, address=args.address, workers=args.workers,
                        cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
-    compare(raw, learners, list(range(args.seeds)), out, per_learner=per_learner,
-            overwrite=args.overwrite, progress=not args.quiet, reference=args.reference,
-            memory=args.memory, backend=grid,
-            echo=lambda line: print(line, flush=True))
-    print((out / "comparison.md").read_text(), end="")
+    summary = compare(raw, learners, list(range(args.seeds)), out, per_learner=per_learner,
+                      overwrite=args.overwrite, progress=not args.quiet,
+                      reference=args.reference, memory=args.memory, backend=grid,
+                      echo=lambda line: print(line, flush=True))
+    print(comparison_markdown(summary), end="")
     print(f"-> {out}/comparison.md, comparison.csv, comparison.json and plots")
     return 0
 
@@ -324,7 +329,10 @@ def _parser_defaults(command: str) -> dict[str, Any]:
 
 
 def _print_skill(results: dict[str, Any], out: Path) -> int:
-    print((out / "table2.md").read_text(), end="")
+    from lifelong.skill.population_report import table2_markdown
+
+    print(table2_markdown(results["table2"], results["summary"]["mean_accuracy"]),
+          end="")
     s = results["summary"]["per_agent"]
     for a, v in s.items():
         print(f"agent {a}: end-to-end {v['acc']:.3f}  task mapper {v['mapper']:.3f}  "

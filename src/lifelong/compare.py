@@ -21,11 +21,11 @@ from typing import Any, Literal
 import numpy as np
 
 from lifelong import metrics, plots
-from lifelong.api import load_run_config, run_experiment
+from lifelong.api import FinishedRun, execute_run, load_run_config
 from lifelong.checkpoint import has_checkpoint
 from lifelong.config import merge
 from lifelong.errors import ConfigError, RunError
-from lifelong.experiment import make_experiment, normalize_raw
+from lifelong.experiment import Experiment, make_experiment
 from lifelong.history import History
 from lifelong.io import atomic_write_json, atomic_write_text
 from lifelong.learners import resolve_learner
@@ -53,9 +53,15 @@ PAIRED = ("mean_final_accuracy", "mean_best_val_accuracy", "mean_peak_accuracy")
 NORMALIZED_TASKS = 3
 
 
+#: One run of the grid: learner name, seed, run directory, what to do with it (reused,
+#: resumed, trained, retrained) and its resolved settings.
+Job = tuple[str, int, Path, str, Experiment]
+
+
 def _experiments(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int],
-                 per_learner: dict[str, dict[str, Any]]) -> dict[tuple[str, int], dict]:
-    """The raw settings of every run, validated (a ConfigError before anything trains)."""
+                 per_learner: dict[str, dict[str, Any]]) -> dict[tuple[str, int], Experiment]:
+    """The resolved settings of every run, built once here (a ConfigError before anything
+    trains) and passed down to the runs."""
     for name in per_learner:
         if name not in learners:
             raise ConfigError(f"settings for learner {name!r}, which is not in --learners")
@@ -67,8 +73,7 @@ def _experiments(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[i
         for seed in seeds:
             r = merge(raw, {"run": {"learner": name, "seed": seed, **counting},
                             "learner": per_learner.get(name, {})})
-            make_experiment(r)
-            out[(name, seed)] = r
+            out[(name, seed)] = make_experiment(r)
     return out
 
 
@@ -117,13 +122,13 @@ def _with_memory(learners: Sequence[str], per_learner: dict[str, dict[str, Any]]
     return out
 
 
-def same_settings(run_dir: Path, raw: dict[str, Any]) -> bool:
+def same_settings(run_dir: Path, exp: Experiment) -> bool:
     """Whether the run in ``run_dir`` was made with exactly these settings."""
     try:
-        done = make_experiment(normalize_raw(load_run_config(run_dir)))
+        done = make_experiment(load_run_config(run_dir))
     except (RunError, ConfigError):
         return False
-    return done.comparable() == make_experiment(raw).comparable()
+    return done.comparable() == exp.comparable()
 
 
 def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], out: Path, *,
@@ -159,11 +164,11 @@ def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], 
     per_learner = _with_memory(learners, per_learner or {}, memory)
     plan = _experiments(raw, learners, seeds, per_learner)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = []  # (name, seed, run_dir, action, raw) in plan order; checked before any trains
-    for (name, seed), r in plan.items():
+    jobs: list[Job] = []  # in plan order; checked before any trains
+    for (name, seed), exp in plan.items():
         run_dir = out / name / f"seed{seed}"
         exists = run_dir.is_dir() and any(run_dir.iterdir())
-        same = exists and same_settings(run_dir, r)
+        same = exists and same_settings(run_dir, exp)
         if exists and not same and not overwrite:
             raise RunError(f"{run_dir} holds a run with other settings; use another --out "
                            "or --overwrite")
@@ -173,14 +178,14 @@ def compare(raw: dict[str, Any], learners: Sequence[str], seeds: Sequence[int], 
             action = "resumed"
         else:
             action = "trained" if not exists else "retrained"
-        jobs.append((name, seed, run_dir, action, r))
+        jobs.append((name, seed, run_dir, action, exp))
     executor = _run_local if backend.backend == "local" else _run_ray
     done = executor(jobs, backend, progress, echo)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in learners}
     histories: dict[str, list[History]] = {name: [] for name in learners}
     for name, _, run_dir, _, _ in jobs:  # in plan order, whatever order they finished in
-        results[name].append(done[run_dir])
-        histories[name].append(read_history(run_dir))
+        results[name].append(done[run_dir].results)
+        histories[name].append(done[run_dir].history)
     summary = _summarize(results, learners)
     if reference is None:
         reference = next((n for n in ("stl", "finetune") if n in learners), None)
@@ -213,14 +218,19 @@ def _paired(runs: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, 
     return out
 
 
-def _execute(run_dir: Path, action: str, raw: dict[str, Any], progress: bool
-             ) -> dict[str, Any]:
-    """One run of the grid: read, resume or train it; returns its results."""
+def _reuse(run_dir: Path) -> FinishedRun:
+    """A run an earlier process finished: its results and history, read from its files."""
+    return FinishedRun(read_results(run_dir), read_history(run_dir))
+
+
+def _execute(run_dir: Path, action: str, exp: Experiment, progress: bool
+             ) -> FinishedRun:
+    """One run of the grid: read, resume or train it; its results and history."""
     if action == "reused":
-        return read_results(run_dir)
+        return _reuse(run_dir)
     if action == "resumed":
-        return run_experiment({}, resume=run_dir, progress=progress)
-    return run_experiment(raw, out=run_dir, overwrite=action == "retrained", progress=progress)
+        return execute_run({}, resume=run_dir, progress=progress)
+    return execute_run(exp, out=run_dir, overwrite=action == "retrained", progress=progress)
 
 
 def _line(i: int, total: int, name: str, seed: int, action: str, res: dict[str, Any],
@@ -231,19 +241,19 @@ def _line(i: int, total: int, name: str, seed: int, action: str, res: dict[str, 
             f"forgetting ratio {s['mean_forgetting_ratio']:.3f} ({seconds:.0f} s)")
 
 
-def _run_local(jobs: list[tuple[str, int, Path, str, dict[str, Any]]], backend: GridBackend,
-               progress: bool, echo: Callable[[str], None]) -> dict[Path, dict[str, Any]]:
+def _run_local(jobs: list[Job], backend: GridBackend,
+               progress: bool, echo: Callable[[str], None]) -> dict[Path, FinishedRun]:
     """The grid one run after another in this process."""
     done = {}
-    for i, (name, seed, run_dir, action, raw) in enumerate(jobs, start=1):
+    for i, (name, seed, run_dir, action, exp) in enumerate(jobs, start=1):
         start = time.perf_counter()
-        done[run_dir] = _execute(run_dir, action, raw, progress)
-        echo(_line(i, len(jobs), name, seed, action, done[run_dir],
+        done[run_dir] = _execute(run_dir, action, exp, progress)
+        echo(_line(i, len(jobs), name, seed, action, done[run_dir].results,
                    time.perf_counter() - start))
     return done
 
 
-def _remote_run(run_dir: str, action: str, raw: dict[str, Any], threads: int
+def _remote_run(run_dir: str, action: str, exp: Experiment, threads: int
                 ) -> dict[str, Any]:
     """A grid run in a Ray worker: its own process, ``threads`` torch threads."""
     import torch
@@ -253,12 +263,12 @@ def _remote_run(run_dir: str, action: str, raw: dict[str, Any], threads: int
     keep_freed_memory()
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    res = _execute(Path(run_dir), action, raw, progress=False)
-    return {"results": res, "seconds": time.perf_counter() - start}
+    run = _execute(Path(run_dir), action, exp, progress=False)
+    return {"run": run, "seconds": time.perf_counter() - start}
 
 
-def _run_ray(jobs: list[tuple[str, int, Path, str, dict[str, Any]]], backend: GridBackend,
-             progress: bool, echo: Callable[[str], None]) -> dict[Path, dict[str, Any]]:
+def _run_ray(jobs: list[Job], backend: GridBackend,
+             progress: bool, echo: Callable[[str], None]) -> dict[Path, FinishedRun]:
     """Every run that needs training as a Ray task with ``cpus_per_run`` CPUs (and
     ``gpus_per_run`` GPUs); finished runs are read here. A run that raises is re-raised
     here with its one-line reason after the others have finished (each run directory stays
@@ -269,22 +279,22 @@ def _run_ray(jobs: list[tuple[str, int, Path, str, dict[str, Any]]], backend: Gr
     from lifelong.skill.ray_cluster import check_address, start_ray
 
     check_address(backend.address)
-    done: dict[Path, dict[str, Any]] = {}
+    done: dict[Path, FinishedRun] = {}
     todo = []
-    for i, (name, seed, run_dir, action, raw) in enumerate(jobs, start=1):
+    for i, (name, seed, run_dir, action, exp) in enumerate(jobs, start=1):
         if action == "reused":
-            done[run_dir] = read_results(run_dir)
-            echo(_line(i, len(jobs), name, seed, action, done[run_dir], 0.0))
+            done[run_dir] = _reuse(run_dir)
+            echo(_line(i, len(jobs), name, seed, action, done[run_dir].results, 0.0))
         else:
-            todo.append((i, name, seed, run_dir, action, raw))
+            todo.append((i, name, seed, run_dir, action, exp))
     if not todo:
         return done
     if not ray.is_initialized():
         start_ray(backend.workers * backend.cpus_per_run, backend.address)
     task = ray.remote(num_cpus=backend.cpus_per_run, num_gpus=backend.gpus_per_run,
                       max_retries=0)(_remote_run)
-    pending = {task.remote(str(run_dir.resolve()), action, raw, backend.cpus_per_run):
-               (i, name, seed, run_dir, action) for i, name, seed, run_dir, action, raw in todo}
+    pending = {task.remote(str(run_dir.resolve()), action, exp, backend.cpus_per_run):
+               (i, name, seed, run_dir, action) for i, name, seed, run_dir, action, exp in todo}
     failed: list[str] = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -296,8 +306,8 @@ def _run_ray(jobs: list[tuple[str, int, Path, str, dict[str, Any]]], backend: Gr
             failed.append(f"{name} seed {seed}: {' '.join(str(cause).split())[:200]}")
             echo(f"[{i}/{len(jobs)}] {name} seed {seed}: failed ({failed[-1]})")
             continue
-        done[run_dir] = out["results"]
-        echo(_line(i, len(jobs), name, seed, action, out["results"], out["seconds"]))
+        done[run_dir] = out["run"]
+        echo(_line(i, len(jobs), name, seed, action, out["run"].results, out["seconds"]))
     if failed:
         raise RunError(f"{len(failed)} run(s) failed, e.g. {failed[0]}; run the command "
                        "again to resume them")
@@ -461,8 +471,9 @@ def _mean_history(hs: list[History]) -> History:
                    seconds=np.mean([h.seconds for h in hs], axis=0))
 
 
-def _write(out: Path, summary: dict[str, Any], results: dict[str, list[dict[str, Any]]],
-           histories: dict[str, list[History]]) -> None:
+def comparison_markdown(summary: dict[str, Any]) -> str:
+    """``comparison.md``: the table of :func:`compare`'s summary (and, with a reference
+    learner, the paired differences)."""
     rows = summary["learners"]
     has_fwt = any("forward_transfer_vs_stl" in r for r in rows.values())
     heads = [h for _, h in METRICS] + (["forward transfer vs STL"] if has_fwt else [])
@@ -500,7 +511,14 @@ def _write(out: Path, summary: dict[str, Any], results: dict[str, list[dict[str,
                 continue
             lines.append(f"| {name} | " + " | ".join(
                 _fmt_paired(r["vs_reference"][k]) for k in PAIRED) + " |")
-    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, summary: dict[str, Any], results: dict[str, list[dict[str, Any]]],
+           histories: dict[str, list[History]]) -> None:
+    rows = summary["learners"]
+    has_fwt = any("forward_transfer_vs_stl" in r for r in rows.values())
+    atomic_write_text(out / "comparison.md", comparison_markdown(summary))
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

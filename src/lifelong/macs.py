@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-__all__ = ["EVERY", "MACS_FILE", "TrainMacs", "count_macs", "counter", "counts_own_macs",
+__all__ = ["EVERY", "MACS_FILE", "TrainMacs", "count_macs", "counter",
            "is_measured", "learner_train_macs", "total_train_macs"]
 
 #: Steps between measured steps within an epoch. Prime, so that the sample does not lock
@@ -90,11 +90,6 @@ def count_macs(fn: Callable[[], T]) -> tuple[T, int]:
     with counter() as c:
         result = fn()
     return result, c.get_total_flops() // 2
-
-
-def counts_own_macs(learner: Any) -> bool:
-    """Whether ``learner`` keeps its own per-task count (a ``train_macs`` dict, as LLL)."""
-    return isinstance(getattr(learner, "train_macs", None), dict)
 
 
 @dataclass

@@ -3,7 +3,12 @@
 ``config.yaml`` (resolved settings), ``results.json`` (summary and per-task metrics, the
 accuracy matrix), ``history.csv`` (every evaluation row), ``accuracy_matrix.csv`` and the
 plots ``accuracy.png`` (DF-CNN Figure 4 style) and ``forgetting.png``; ``train_macs.json``
-(written by the runner: training MACs per task, see :mod:`lifelong.macs`).
+(written by the runner for the user, never read back: training MACs per task, see
+:mod:`lifelong.macs`).
+
+``results.json`` of ``lifelong run`` and of ``lifelong skill`` share their top-level fields
+(:func:`common_fields`: version, kind, learner, benchmark, seed, setting, summary, device,
+machine, finished, config); each adds its own sections.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from lifelong.errors import RunError
 from lifelong.experiment import Experiment
 from lifelong.history import History
 from lifelong.io import atomic_write_json, atomic_write_text
-from lifelong.macs import MACS_FILE, total_train_macs
+from lifelong.learners import LearnerReport
+from lifelong.macs import MACS_FILE
 from lifelong.tasks import TaskStream
 
 __all__ = ["write_config", "write_results", "read_results", "read_history", "matrix_from_json",
-           "RESULT_FILES"]
+           "common_fields", "RESULT_FILES"]
 
 RESULT_FILES = ("results.json", "history.csv", "accuracy_matrix.csv", "accuracy.png",
                 "forgetting.png", MACS_FILE)
@@ -78,14 +84,36 @@ def _matrix_csv(R: np.ndarray) -> str:
     return buf.getvalue()
 
 
+def common_fields(kind: str, exp: Experiment, summary: dict[str, Any],
+                  device: torch.device | str) -> dict[str, Any]:
+    """The top-level fields every ``results.json`` starts with, whichever command wrote it:
+    ``kind`` is ``"run"`` (one learner on a stream) or ``"population"`` (``lifelong
+    skill``); ``summary`` holds the command's headline numbers."""
+    return {
+        "lifelong_version": __version__,
+        "kind": kind,
+        "learner": exp.run.learner,
+        "benchmark": exp.run.benchmark,
+        "seed": exp.run.seed,
+        "setting": exp.run.setting,
+        "summary": summary,
+        "device": str(device),
+        "machine": f"{platform.machine()} {platform.system()}",
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": exp.to_dict(),
+    }
+
+
 def write_results(out: Path, exp: Experiment, stream: TaskStream, h: History, *,
                   parameters: int, train_seconds: float, wall_seconds: float,
                   device: torch.device, stl_matrix: np.ndarray | None = None,
                   train_macs: dict[str, Any] | None = None,
+                  report: LearnerReport | None = None,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the metrics of ``h`` and write every result file; returns results.json's dict.
 
-    ``train_macs`` is the runner's measurement (``RunOutcome.train_macs``).
+    ``train_macs`` is the runner's measurement (``RunOutcome.train_macs``); ``report`` the
+    learner's (:meth:`~lifelong.learners.Learner.learner_report`).
 
     ``stl_matrix`` is the accuracy matrix of an STL run on the same stream; when given, the
     summary holds ``forward_transfer_vs_stl``.
@@ -96,27 +124,23 @@ def write_results(out: Path, exp: Experiment, stream: TaskStream, h: History, *,
     summary = metrics.summarize(h, parameters=parameters, train_seconds=train_seconds)
     # Training MACs (SKILL Table 1): the learner's own count (LLL) or the runner's
     # measurement (lifelong.macs); None when neither counted.
-    summary["train_macs"] = total_train_macs(train_macs, (extra or {}).get("learner_report"))
+    report = report or LearnerReport()
+    own = report.total_train_macs()
+    measured = (train_macs or {}).get("train_macs")
+    summary["train_macs"] = own if own is not None else (
+        int(measured) if isinstance(measured, (int, float)) else None)
     if stl_matrix is not None:
         summary["forward_transfer_vs_stl"] = _opt(metrics.forward_transfer_vs_stl(R, stl_matrix))
     results: dict[str, Any] = {
-        "lifelong_version": __version__,
-        "learner": exp.run.learner,
-        "benchmark": exp.run.benchmark,
-        "seed": exp.run.seed,
-        "setting": exp.run.setting,
-        "summary": summary,
+        **common_fields("run", exp, summary, device),
         "tasks": metrics.per_task(h, names),
         "accuracy_matrix": _matrix_json(R),
         "normalized_accuracy": _matrix_json(metrics.normalized_accuracy(R)),
         "average_accuracy_after_task": [_opt(v) for v in metrics.average_accuracy(R)],
         "wall_seconds": wall_seconds,
-        "device": str(device),
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.system()}",
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": exp.to_dict(),
         "stream_fingerprint": stream.fingerprint(),  # identifies the tasks (for --stl, compare)
+        "learner_report": report.to_json(),
     }
     for task, entry in zip(stream, results["tasks"], strict=True):
         entry["classes"] = list(task.classes)
@@ -142,9 +166,9 @@ def write_results(out: Path, exp: Experiment, stream: TaskStream, h: History, *,
     plots.plot_accuracy_over_time(h, names, out / "accuracy.png", title=title)
     plots.plot_forgetting_ratio(metrics.forgetting_ratio(h), names, out / "forgetting.png",
                                 title=title)
-    chosen = (extra or {}).get("learner_report", {}).get("configurations")
-    if chosen:  # selective-transfer learners: the LASEM paper's Figures 4 and 8
-        plots.plot_configurations(list(chosen.values()), out / "configurations.png",
+    if report.configurations:  # selective-transfer learners: the LASEM paper's Figures 4 and 8
+        chosen = [c for _, c in sorted(report.configurations.items())]
+        plots.plot_configurations(chosen, out / "configurations.png",
                                   title=f"{title}: transfer configurations")
     # results.json last: its presence means the run finished and every other file is there.
     atomic_write_json(out / "results.json", results)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -32,9 +32,10 @@ from lifelong.errors import RunError
 from lifelong.experiment import Experiment
 from lifelong.history import HistoryRecorder
 from lifelong.io import atomic_write_json
-from lifelong.learners import Learner
-from lifelong.macs import MACS_FILE, TrainMacs, counts_own_macs, is_measured
+from lifelong.learners import Learner, SynonymMatcher, TaskMapper
+from lifelong.macs import MACS_FILE, TrainMacs, is_measured
 from lifelong.progress import Progress
+from lifelong.protocols.base import task_schedule
 from lifelong.tasks import Batch, Task, TaskStream
 
 __all__ = ["EpochResult", "RunOutcome", "RunState", "Runner", "batch_indices", "batches",
@@ -115,15 +116,19 @@ def evaluate(learner: Learner, task: Task, split: ImageSet, device: torch.device
     classes. class-il: no task id; scores cover all classes of the stream and the target is
     the class's global id (for a learner with a task mapper: correct only if both the task
     and the class are right). With ``views`` in class-il, also ``oracle`` (the same learner
-    given the task id) when it supports task-il, and the learner's ``extra_views()``:
-    ``mapper`` (its task mapper picks the right task) and ``synonym`` (the predicted class is
-    the right one or a near-synonym of it by name).
+    given the task id) when it supports task-il, and what the learner declares: ``mapper``
+    (a :class:`~lifelong.learners.TaskMapper`: its task mapper picks the right task) and
+    ``synonym`` (a :class:`~lifelong.learners.SynonymMatcher`: the predicted class is the
+    right one or a near-synonym of it by name).
     """
     names = ["acc"]
     if views and setting == "class-il":
         if "task-il" in learner.settings:
             names.append("oracle")
-        names += learner.extra_views()
+        if isinstance(learner, TaskMapper):
+            names.append("mapper")
+        if isinstance(learner, SynonymMatcher) and learner.matches_synonyms:
+            names.append("synonym")
     if len(split) == 0:
         return {n: float("nan") for n in names}
     correct = dict.fromkeys(names, 0)
@@ -138,9 +143,11 @@ def evaluate(learner: Learner, task: Task, split: ImageSet, device: torch.device
         if "oracle" in correct:
             correct["oracle"] += int((learner.predict(x, task.id).argmax(1) == y).sum())
         if "mapper" in correct:
-            correct["mapper"] += int((cast(Any, learner).map_task(x) == task.id).sum())
+            assert isinstance(learner, TaskMapper)
+            correct["mapper"] += int((learner.map_task(x) == task.id).sum())
         if "synonym" in correct:
-            correct["synonym"] += int(cast(Any, learner).synonym_match(pred, target).sum())
+            assert isinstance(learner, SynonymMatcher)
+            correct["synonym"] += int(learner.synonym_match(pred, target).sum())
     return {n: c / len(split) for n, c in correct.items()}
 
 
@@ -190,7 +197,7 @@ class Runner:
         # its own.
         self.state = RunState(recorder=HistoryRecorder(len(stream)),
                               macs=TrainMacs(enabled=exp.run.count_macs
-                                             and not counts_own_macs(learner)))
+                                             and not learner.counts_own_macs))
         self._cache_left = exp.run.cache_mb << 20
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -235,10 +242,13 @@ class Runner:
         run, st, learner = self.exp.run, self.state, self.learner
         assert run.epochs is not None  # filled by make_experiment
         assert st.recorder is not None
+        # st.task counts positions in the schedule: a benchmark's task_order may revisit tasks
+        schedule = task_schedule(self.stream)
         with Progress(self.stream, run.epochs, enabled=self.progress,
                       done=st.global_epoch) as bar:
-            while st.task < len(self.stream):
-                task = self.stream[st.task]
+            while st.task < len(schedule):
+                task = self.stream[schedule[st.task]]
+                seen = max(schedule[: st.task + 1])  # tasks 0..seen have been trained
                 self._cache(task)
                 if not st.in_task:
                     st.task_epoch = 1
@@ -259,7 +269,7 @@ class Runner:
                     mid_task = learner.evaluate_during_task and \
                         st.task_epoch % run.eval_every == 0
                     if last or mid_task:
-                        val, test, views = self._evaluate_seen(task.id)
+                        val, test, views = self._evaluate_seen(seen)
                         st.recorder.add(epoch=st.global_epoch, task=task.id,
                                         task_epoch=st.task_epoch, val=val, test=test, loss=loss,
                                         seconds=st.train_seconds, views=views)

@@ -70,14 +70,15 @@ def tune(raw: dict[str, Any], learners: Sequence[str], out: Path, *,
         for k, values in enumerate(cands):
             scores = []
             for seed in seeds:
-                r = merge(raw, {"run": {"learner": name, "seed": seed, "evaluate_test": False},
-                                "learner": values})
+                trial = make_experiment(merge(raw, {
+                    "run": {"learner": name, "seed": seed, "evaluate_test": False},
+                    "learner": values}))
                 run_dir = out / name / f"trial{k}" / f"seed{seed}"
                 # reuse a finished trial only if it was made with exactly these settings
-                if (run_dir / "results.json").is_file() and same_settings(run_dir, r):
+                if (run_dir / "results.json").is_file() and same_settings(run_dir, trial):
                     res = read_results(run_dir)
                 else:
-                    res = run_experiment(r, out=run_dir, overwrite=run_dir.exists(),
+                    res = run_experiment(trial, out=run_dir, overwrite=run_dir.exists(),
                                          progress=progress)
                 score = res["summary"].get("mean_final_val_accuracy")
                 if score is None:

@@ -27,14 +27,26 @@ from lifelong.learners import (  # noqa: F401
     stl,
     tf,
 )
-from lifelong.learners.base import LEARNERS, Learner, LearnerContext, NetLearnerConfig
+from lifelong.learners.base import (
+    LEARNERS,
+    Learner,
+    LearnerContext,
+    LearnerReport,
+    NetLearnerConfig,
+    SynonymMatcher,
+    TaskMapper,
+)
 from lifelong.learners.cl import (  # noqa: F401
     agem,
     der,
     er,
+    er_ace,
     ewc,
     finetune,
+    gdumb,
+    gem,
     icarl,
+    joint,
     lwf,
     mas,
     psp,
@@ -43,9 +55,8 @@ from lifelong.learners.cl import (  # noqa: F401
 )
 from lifelong.learners.lll import learner as lll  # noqa: F401
 
-__all__ = ["LEARNERS", "Learner", "LearnerContext", "NetLearnerConfig", "resolve_learner",
-           "is_learner"]
-
+__all__ = ["LEARNERS", "Learner", "LearnerContext", "LearnerReport", "NetLearnerConfig",
+           "SynonymMatcher", "TaskMapper", "resolve_learner", "is_learner"]
 
 
 def resolve_learner(name: str) -> tuple[type[Learner], dict[str, Any]]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -28,7 +28,8 @@ from lifelong.nets import NetSpec
 from lifelong.registry import Registry
 from lifelong.tasks import Batch, Task
 
-__all__ = ["LEARNERS", "Learner", "LearnerContext", "NetLearnerConfig"]
+__all__ = ["LEARNERS", "Learner", "LearnerContext", "LearnerReport", "NetLearnerConfig",
+           "SynonymMatcher", "TaskMapper"]
 
 #: The config type of a learner: ``Learner[EWCConfig]`` types ``self.cfg`` as ``EWCConfig``.
 C = TypeVar("C", bound=Config)
@@ -46,6 +47,63 @@ class LearnerContext:
     seed: int = 0  # the run's seed (e.g. for LLL's mixture fits)
     setting: str = "task-il"
     num_global_classes: int = 0  # for class-incremental learners
+
+
+@dataclass(frozen=True)
+class LearnerReport:
+    """What a finished learner tells ``results.json`` about itself (``learner_report``).
+
+    The fields the runner, the outputs and ``compare`` act on are typed here; whatever else
+    a method wants to show (LASEM's posterior trace, LLL's bundle sizes) is in ``details``.
+    """
+
+    #: task id -> the chosen transfer configuration's name, e.g. ``"0011"`` (selective
+    #: transfer: LASEM, brute force, DARTS, static; the LASEM paper's Figures 4 and 8)
+    configurations: dict[int, str] | None = None
+    #: task id -> training MACs the learner counted itself (``Learner.counts_own_macs``)
+    train_macs: dict[int, int] | None = None
+    #: method-specific values, JSON-able
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``learner_report`` mapping of results.json (task ids as strings)."""
+        out = dict(self.details)
+        if self.configurations is not None:
+            out["configurations"] = {str(t): c for t, c in sorted(self.configurations.items())}
+        if self.train_macs is not None:
+            out["train_macs"] = {str(t): int(m) for t, m in sorted(self.train_macs.items())}
+        return out
+
+    def total_train_macs(self) -> int | None:
+        """The learner's own count summed over tasks; None if it keeps none."""
+        return int(sum(self.train_macs.values())) if self.train_macs else None
+
+
+@runtime_checkable
+class TaskMapper(Protocol):
+    """A learner that infers which task an input belongs to (SKILL's GMMC/Mahalanobis
+    anchors). In class-il the runner then also records the ``mapper`` view: how often the
+    inferred task is the right one."""
+
+    def map_task(self, x: torch.Tensor) -> torch.Tensor:
+        """Task ids (B,) for inputs ``x`` (B, C, H, W)."""
+        ...
+
+
+@runtime_checkable
+class SynonymMatcher(Protocol):
+    """A learner that can say when a predicted class is a near-synonym of the target by
+    name (SKILL: the same concept under two tasks' labels). When ``matches_synonyms`` is
+    true the runner records the ``synonym`` view."""
+
+    @property
+    def matches_synonyms(self) -> bool:
+        """Whether synonym matching is on for this run."""
+        ...
+
+    def synonym_match(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Bool (B,): global class ``pred`` is ``target`` or a near-synonym of it."""
+        ...
 
 
 @dataclass
@@ -143,11 +201,6 @@ class Learner(ABC, Generic[C]):
     def parameter_count(self) -> int:
         """Number of learned parameters over all tasks seen so far."""
 
-    def extra_views(self) -> list[str]:
-        """Extra test accuracies the runner should record in class-il (``mapper``: needs
-        ``map_task(x)``; ``synonym``: needs ``synonym_match(pred, target)``)."""
-        return []
-
     def task_done(self) -> bool:
         """True to end the current task before its epoch budget (early stopping); the
         papers' CNN learners always train the full budget."""
@@ -159,10 +212,35 @@ class Learner(ABC, Generic[C]):
         training loop then decodes no images and passes ``Batch.x`` of shape (B, 0)."""
         return True
 
+    #: True for a learner that counts its own training MACs (:meth:`learner_report`'s
+    #: ``train_macs``, e.g. LLL: its cached features cost one backbone pass per image, which
+    #: no sampled step can see); the runner then measures none.
+    counts_own_macs: ClassVar[bool] = False
+
+    #: Benchmark name -> batch size, where the learner's own paper trained with another batch
+    #: size than the benchmark's default (which comes from another paper's code), e.g. LLL
+    #: under ``folder``: the SKILL code's 32, not DF-CNN's 16. A run's ``batch_size`` wins.
+    batch_sizes: ClassVar[dict[str, int]] = {}
+
     def report(self) -> dict[str, Any]:
-        """What the learner decided that results.json should show (e.g. LASEM's chosen
-        configurations); JSON-able."""
+        """Method-specific values results.json should show (``LearnerReport.details``);
+        JSON-able. Optional: the default has none."""
         return {}
+
+    def chosen_configurations(self) -> dict[int, str] | None:
+        """Task id -> chosen transfer configuration, for a learner that chooses one per
+        task (selective transfer); None otherwise."""
+        return None
+
+    def own_train_macs(self) -> dict[int, int] | None:
+        """Task id -> training MACs, where ``counts_own_macs``; None otherwise."""
+        return None
+
+    def learner_report(self) -> LearnerReport:
+        """The typed report of a finished run (what ``results.json`` calls
+        ``learner_report``)."""
+        return LearnerReport(configurations=self.chosen_configurations(),
+                             train_macs=self.own_train_macs(), details=self.report())
 
 
 #: Every learner, by name. A learner registers itself where it is defined

@@ -161,9 +161,6 @@ class BruteForce(SelectiveLearner):
             self.candidates, self.optimizers = [], []
         super().end_task(task)
 
-    def report(self) -> dict[str, Any]:
-        return self.config_report()
-
     # -- checkpoints: the candidates are part of the state while a task searches ---------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

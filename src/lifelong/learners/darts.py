@@ -154,9 +154,6 @@ class DARTS(SelectiveLearner):
             self.fix_config(task.id, cfg)
         super().end_task(task)
 
-    def report(self) -> dict[str, Any]:
-        return self.config_report()
-
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         searching = self.current_task is not None and self._alpha(self.current_task) is not None

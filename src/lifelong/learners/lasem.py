@@ -299,8 +299,7 @@ class LASEM(SelectiveLearner):
     # -- outputs and checkpoints ------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         b = max(self.cost["batches"], 1)
-        return {**self.config_report(),
-                "config_names": [config_name(c) for c in self.configs],
+        return {"config_names": [config_name(c) for c in self.configs],
                 "posterior_trace": {str(t): tr for t, tr in self.traces.items()},
                 "configs_per_batch": {"evaluated": self.cost["evaluated"] / b,
                                       "trained": self.cost["trained"] / b}}

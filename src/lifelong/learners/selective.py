@@ -318,10 +318,9 @@ class SelectiveLearner(TaskNetLearner[SC]):
         self.pretask_shared = None if saved is None else \
             {k: v.to(self.device).clone() for k, v in saved.items()}
 
-    def config_report(self) -> dict[str, Any]:
-        """Chosen configuration per task (for results.json)."""
-        return {"configurations": {str(t): config_name(c)
-                                   for t, c in sorted(self.task_configs.items())}}
+    def chosen_configurations(self) -> dict[int, str]:
+        """Chosen configuration per task, by name (``"0011"``: layers 3-4 task-specific)."""
+        return {t: config_name(c) for t, c in sorted(self.task_configs.items())}
 
 
 def per_config_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:

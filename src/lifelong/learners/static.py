@@ -38,9 +38,6 @@ class StaticTransfer(SelectiveLearner):
         self.task_configs.setdefault(task.id, self.bits)
         super().begin_task(task)
 
-    def report(self) -> dict:
-        return self.config_report()
-
 
 # -- StaticTransfer on each base learner of the LASEM paper: named, registered classes --
 @dataclass

@@ -339,7 +339,7 @@ class Agent:
 
     def report(self) -> dict[str, Any]:
         """What this agent did: its tasks, what it learned, refused and received, its cost."""
-        rep = self.learner.report()
+        rep = self.learner.learner_report().to_json()
         samples = sum(
             len(b.anchor.samples)
             for b in self.learner.bundles.values()

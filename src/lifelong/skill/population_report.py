@@ -1,7 +1,10 @@
 """What a SKILL population run leaves in its directory, each file written atomically:
 
-- ``results.json``: settings, task assignment, per-agent accuracy on every task (end to end,
-  task mapper, oracle), holdings (bundle SHA-256s) and whether the survivors agree, dead
+- ``results.json``: the fields every results.json starts with
+  (:func:`lifelong.outputs.common_fields`, ``kind: population``; ``summary`` holds the mean
+  accuracies over survivors, per agent and per task), then the population's own sections:
+  settings, task assignment, per-agent accuracy on every task (end to end, task mapper,
+  oracle), holdings (bundle SHA-256s) and whether the survivors agree, dead
   agents and lost tasks, refused bundles with reasons, and the Table 2 row;
 - ``table2.md``: the SKILL paper's Table 2 for this run (measured MACs, bytes, speed);
 - ``accuracy.png``: accuracy after sharing, per task (mean over surviving agents);
@@ -15,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from lifelong.experiment import Experiment
 from lifelong.io import atomic_write_json, atomic_write_text
+from lifelong.outputs import common_fields
 from lifelong.plots import plot_grouped_bars
 from lifelong.skill.population import PopulationResult
 
@@ -55,16 +60,22 @@ def table2_markdown(row: dict[str, Any], accuracy: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_population(out: Path, result: PopulationResult, settings: dict[str, Any],
-                     task_names: list[str], table: dict[str, Any]) -> dict[str, Any]:
-    """Write results.json, table2.md and accuracy.png; return the results mapping."""
-    summary = summarise(result, task_names)
-    mean_acc = (float(np.mean([v["acc"] for v in summary["per_agent"].values()]))
-                if summary["per_agent"] else float("nan"))
-    results = {"settings": settings, "tasks": task_names,
+def write_population(out: Path, exp: Experiment, result: PopulationResult,
+                     settings: dict[str, Any], task_names: list[str],
+                     table: dict[str, Any]) -> dict[str, Any]:
+    """Write results.json, table2.md and accuracy.png; return the results mapping.
+
+    ``exp`` is the agents' experiment (learner lll and its settings, the benchmark)."""
+    summary: dict[str, Any] = summarise(result, task_names)
+    for key, name in (("acc", "mean_accuracy"), ("mapper", "mean_mapper_accuracy"),
+                      ("oracle", "mean_oracle_accuracy")):
+        summary[name] = (float(np.mean([v[key] for v in summary["per_agent"].values()]))
+                         if summary["per_agent"] else float("nan"))
+    mean_acc = summary["mean_accuracy"]
+    results = {**common_fields("population", exp, summary, exp.run.device),
+               "settings": settings, "tasks": task_names,
                "assignment": result.assignment,
                "accuracy": {str(a): acc for a, acc in result.accuracy.items()},
-               "summary": summary, "mean_accuracy": mean_acc,
                "holdings": {str(a): {str(t): h for t, h in hs.items()}
                             for a, hs in result.holdings.items()},
                "agree": result.agree(), "dead": result.dead, "lost": result.lost,

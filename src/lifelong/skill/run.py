@@ -163,4 +163,4 @@ def _run(exp: Any, stream: Any, raw: dict[str, Any], pop: PopulationConfig, out:
     table = table2(result, pop.alpha, exp.learner.mapper)
     settings = {**exp.to_dict(), "population": config_to_dict(pop),
                 "elapsed_seconds": elapsed, "resumed": resume, "signed": key is not None}
-    return write_population(out, result, settings, [t.name for t in stream], table)
+    return write_population(out, exp, result, settings, [t.name for t in stream], table)

@@ -124,6 +124,8 @@ class LLL(Learner[LLLConfig]):
     """Lightweight Lifelong Learner: frozen backbone, per-task head (+ beneficial biases) and
     task anchor; predicts without a task oracle through its task mapper."""
 
+    counts_own_macs = True  # one backbone pass per image, counted in _count (see macs.py)
+
     Config = LLLConfig
     settings = frozenset({"task-il", "class-il"})
     evaluate_during_task = False  # the task's anchor is fitted when it ends
@@ -290,8 +292,12 @@ class LLL(Learner[LLLConfig]):
         return not (cur is not None and cur["task"] == task.id
                     and cur.get("train_feats") is not None)
 
-    def extra_views(self) -> list[str]:
-        return ["mapper", "synonym"] if self.cfg.synonyms else ["mapper"]
+    @property
+    def matches_synonyms(self) -> bool:  # SynonymMatcher: the runner's ``synonym`` view
+        return self.cfg.synonyms
+
+    def own_train_macs(self) -> dict[int, int]:
+        return dict(sorted(self.train_macs.items()))
 
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         cur = self.current
@@ -600,7 +606,6 @@ class LLL(Learner[LLLConfig]):
         return {"bundle_bytes": {str(t): len(d) for t, d in sorted(self.bundle_bytes.items())},
                 "bundle_sha256": {str(t): h for t, h in self.bundle_digests().items()},
                 "backbone_fingerprint": self.backbone.fingerprint(),
-                "train_macs": {str(t): m for t, m in sorted(self.train_macs.items())},
                 # no BB: one backbone pass serves the mapper and the head; BB: a second pass
                 "inference_macs_per_image": fwd * (1 if self.cfg.bb == "none" else 2),
                 "learning": {str(t): v for t, v in sorted(self.learning.items())},
