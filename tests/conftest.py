@@ -39,10 +39,11 @@ def _no_runs_in_repo(tmp_path, monkeypatch):
 #: The kind of every test file (CONTRIBUTING.md): ``pytest -m "not system"`` is the quick loop.
 KINDS = {
     "unit": ("test_metrics", "test_config", "test_formats", "test_checkpoint", "test_plots",
-             "test_bundle_trust", "test_lasem", "test_lasem_em", "test_dfcnn", "test_engine"),
+             "test_bundle_trust", "test_lasem", "test_lasem_em", "test_dfcnn", "test_engine",
+             "test_lasem_config"),
     "contract": ("test_learners", "test_contributing", "test_baselines", "test_cl_baselines",
                  "test_cl_isolation", "test_lll"),
-    "protocol": ("test_benchmarks",),
+    "protocol": ("test_benchmarks", "test_protocols_lasem"),
     "system": ("test_runner", "test_cli", "test_compare", "test_compare_views", "test_tune",
                "test_population", "test_population_faults", "test_results_schema"),
 }

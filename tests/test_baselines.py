@@ -84,7 +84,7 @@ def test_den_new_and_split_units_leave_earlier_tasks_untouched():
 
     learner.begin_task(stream[1])
     masks = learner._expand(1)
-    k = learner.cfg.expansion
+    k = learner.expansion
     assert [learner.net.units(layer) for layer in range(learner.net.num_layers)] == \
         [u + k for u in units]
     # new units are invisible to task 0; masks train only weights into or out of new units

@@ -1,8 +1,9 @@
 """DEN: dynamically expandable networks (Yoon et al., ICLR 2018, Algorithm 1), for the
 papers' CNNs. Units are conv channels and FC hidden neurons; each task has its own output
 layer. Neither the DF-CNN nor the LASEM repository contains the DEN code they ran (both are
-stubs), so this follows the DEN paper, with the regularisation values of the DF-CNN code and
-the expansion size 32 of the LASEM paper (appendix A).
+stubs), so this follows the DEN paper, with the regularisation values of the DF-CNN code.
+Sizes: on the CIFAR network the LASEM code's DEN settings (expansion 16, FC [128]); elsewhere
+the expansion size 32 of the LASEM paper (appendix A) and the network's FC layers.
 
     task 1:  train the whole network with an L1 penalty (sparse weights)
     task t:  the task's epoch budget is cut into phases (fractions 1/6, 1/6, 1/3, 1/3):
@@ -42,6 +43,12 @@ __all__ = ["DEN", "DENConfig"]
 
 NEVER = 1 << 30  # "not retired" time stamp
 
+#: The LASEM code's DEN sizes by network, (expansion, FC hidden layers): Lifelong-ML/LASEM
+#: c4ec052, utils/utils_env_cl.py lines 483-486 ('cifar' data, 4 conv layers: den_expansion
+#: 16, hidden_layer [128]). Office-Home's (lines 488-492: 32, [256, 64]) equal our defaults.
+CODE_SIZES: dict[str, tuple[int, tuple[int, ...]]] = {"cifar": (16, (128,))}
+PAPER_EXPANSION = 32  # LASEM paper appendix A ("the size of the dynamic expansion ... 32")
+
 
 @dataclass
 class DENConfig(NetLearnerConfig):
@@ -55,13 +62,20 @@ class DENConfig(NetLearnerConfig):
     # (sparsity_threshold[0] of the DF-CNN code's DEN settings)
     useless_fraction: float = 0.98
     split_threshold: float = 0.05  # drift (L2 norm of a unit's incoming change) that splits it
-    expansion: int = 32  # units added per hidden layer (LASEM appendix A; DF-CNN code: 16)
+    # Units added per hidden layer; None: the LASEM code's value for the network
+    # (CODE_SIZES: 16 on cifar), else 32 (LASEM appendix A).
+    expansion: int | None = None
+    # FC hidden layers; None: the LASEM code's for the network (CODE_SIZES: [128] on cifar),
+    # else the network's own.
+    fc: tuple[int, ...] | None = None
 
     def validate(self) -> None:
         super().validate()
         check(min(self.l1, self.l2, self.group_lasso, self.drift) >= 0,
               "l1, l2, group_lasso and drift must be >= 0")
-        check(self.expansion >= 1, "expansion must be >= 1")
+        check(self.expansion is None or self.expansion >= 1, "expansion must be >= 1")
+        check(self.fc is None or (len(self.fc) >= 1 and min(self.fc) >= 1),
+              "fc needs at least one hidden layer of >= 1 units")
         check(0 < self.useless_fraction <= 1, "useless_fraction must be in (0, 1]")
 
 
@@ -70,7 +84,7 @@ class DENNet(nn.Module):
     of every unit. ``weights[l]`` is (units_l, inputs_l[, k, k]); ``born[l][u]`` is the task
     that created unit u and ``retired[l][u]`` the first task that no longer uses it."""
 
-    def __init__(self, ctx: LearnerContext) -> None:
+    def __init__(self, ctx: LearnerContext, fc: tuple[int, ...]) -> None:
         super().__init__()
         spec = ctx.net
         self.kernels = list(spec.kernels)
@@ -80,7 +94,7 @@ class DENNet(nn.Module):
         for p in spec.pools:
             h, w = -(-h // p), -(-w // p)
         self.spatial = h * w  # positions per channel after the last conv layer
-        sizes = [*spec.channels, *spec.fc]
+        sizes = [*spec.channels, *fc]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         fan_in = c
@@ -149,7 +163,10 @@ class DEN(TaskNetLearner[DENConfig]):
     PHASES = (("head", 1 / 6), ("select", 1 / 6), ("expand", 1 / 3), ("split", 1 / 3))
 
     def __init__(self, cfg: DENConfig, ctx: LearnerContext) -> None:
-        if not ctx.net.fc:
+        code_expansion, code_fc = CODE_SIZES.get(ctx.net_name, (PAPER_EXPANSION, ctx.net.fc))
+        self.expansion = cfg.expansion if cfg.expansion is not None else code_expansion
+        self.fc = tuple(cfg.fc) if cfg.fc is not None else tuple(code_fc)
+        if not self.fc:
             raise ValueError("DEN needs at least one hidden FC layer")
         super().__init__(cfg, ctx)
         self.task_epoch = 0
@@ -169,7 +186,11 @@ class DEN(TaskNetLearner[DENConfig]):
         return [(key, cast(nn.Linear, head)) for key, head in self.tasks.items()]
 
     def build_shared(self) -> nn.Module:
-        return DENNet(self.ctx)
+        return DENNet(self.ctx, self.fc)
+
+    def report(self) -> dict[str, Any]:
+        """The sizes this run used (the config's or the network's preset)."""
+        return {"expansion": self.expansion, "fc": list(self.fc)}
 
     def build_task(self, task_id: int, num_classes: int) -> nn.Module:
         head = nn.Linear(self.net.units(self.net.num_layers - 1), num_classes)
@@ -336,7 +357,7 @@ class DEN(TaskNetLearner[DENConfig]):
 
     def _expand(self, t: int) -> list[torch.Tensor]:
         """Add ``expansion`` units to every hidden layer; masks that train only new weights."""
-        net, k = self.net, self.cfg.expansion
+        net, k = self.net, self.expansion
         added_below = 0
         for layer in range(net.num_layers):
             w, b = net.weights[layer], net.biases[layer]

@@ -53,6 +53,13 @@ _PAPER: dict[str, dict[str, dict[str, tuple[int, ...]]]] = {
         "mnist": {"size": (3, 3), "kb": (12, 24), "ts": (24, 48)},
         "cifar": {"size": (2, 2, 2, 2), "kb": (16, 24, 32, 36), "ts": (24, 48, 64, 72)},
         "office-home": {"size": (6, 3, 2, 2), "kb": (24, 64, 64, 64), "ts": (48, 128, 128, 128)},
+        # STL-10 (the LASEM code has these only for STL-10, for its hybrid / LASEM / DARTS /
+        # brute-force DF-CNN): Lifelong-ML/LASEM c4ec052, utils/utils_env_cl.py lines
+        # 751-752 (6 layers, our `stl10` net) and 755-756 (9 layers, our `dfcnn-9` net).
+        "stl10": {"size": (2,) * 6, "kb": (12, 24, 32, 48, 64, 96),
+                  "ts": (24, 48, 64, 96, 128, 192)},
+        "dfcnn-9": {"size": (2,) * 9, "kb": (12, 24, 24, 32, 48, 48, 64, 96, 96),
+                    "ts": (24, 48, 48, 64, 96, 96, 128, 192, 192)},
     },
     "direct": {
         "mnist": {"size": (3, 3), "kb": (24, 48)},

@@ -10,14 +10,15 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from lifelong.config import Config
+from lifelong.config import Config, check
 from lifelong.data.images import ImageSet, PixelSource, Transform
 from lifelong.errors import DataError
 from lifelong.registry import Registry
 from lifelong.tasks import Task, TaskStream
 
 __all__ = ["BENCHMARKS", "Benchmark", "TrainingDefaults", "TransformFactory", "split_class_rows",
-           "require", "make_task", "partition_classes"]
+           "require", "make_task", "partition_classes", "TaskOrder", "TASK_ORDERS",
+           "check_task_order", "task_schedule", "with_task_order"]
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,74 @@ def class_split_tasks(*, what: str, groups: list[list[int]], class_names: Sequen
         tasks.append(make_task(t, task_name(names), names, group, splits, transform,
                                infos[t] if infos else None))
     return tasks
+
+
+# --- task order: revisiting tasks ----------------------------------------------------------
+
+#: A benchmark's ``task_order``: a name from :data:`TASK_ORDERS` or the positions of the
+#: stream's tasks in training order, e.g. ``(0, 1, 2, 0, 1, 2)``.
+TaskOrder = tuple[int, ...] | str
+
+
+def _revisit_half(num_tasks: int) -> list[int]:
+    half = num_tasks // 2
+    return [*range(half), *range(num_tasks)]
+
+
+def _revisit_all(num_tasks: int) -> list[int]:
+    return [*range(num_tasks), *range(num_tasks)]
+
+
+#: Named training orders for ``num_tasks`` tasks. The LASEM code's ``--task_order_type``
+#: (``main.py``, CIFAR-100 and Office-Home, 10 tasks): 1 trains tasks 0-4, then 0-4 again,
+#: then 5-9 (``revisit-half``); 2 trains all ten tasks twice (``revisit-all``); 0 is ``once``.
+TASK_ORDERS: dict[str, Callable[[int], list[int]]] = {
+    "once": lambda n: list(range(n)),
+    "revisit-half": _revisit_half,
+    "revisit-all": _revisit_all,
+}
+
+
+def check_task_order(order: TaskOrder) -> None:
+    """ConfigError unless ``order`` is a known name or a valid explicit order: tasks first
+    appear as 0, 1, 2, ... (so "the tasks seen so far" are always 0..k), and no task follows
+    itself (train it for more epochs instead; a learner could not tell that from a resume)."""
+    if isinstance(order, str):
+        check(order in TASK_ORDERS, f"task_order must be one of {', '.join(TASK_ORDERS)} or "
+                                    f"a list of task positions, not {order!r}")
+        return
+    check(len(order) >= 1, "task_order must not be empty")
+    seen = 0
+    for i, t in enumerate(order):
+        check(0 <= t <= seen, f"task_order: a task's first visit must come in order 0, 1, 2, "
+                              f"...; position {i} is task {t} before task {seen}")
+        seen = max(seen, t + 1)
+        check(i == 0 or order[i - 1] != t, f"task_order: task {t} follows itself at "
+                                           f"position {i}")
+
+
+def with_task_order(stream_: TaskStream, order: TaskOrder) -> TaskStream:
+    """``stream_`` with its training order set (``info["task_order"]``, read by the runner
+    through :func:`task_schedule`); ``once`` leaves it unchanged.
+
+    Raises:
+        DataError: The order names a task the stream does not have, or leaves one out.
+    """
+    check_task_order(order)
+    n = len(stream_)
+    schedule = TASK_ORDERS[order](n) if isinstance(order, str) else [int(t) for t in order]
+    require(sorted(set(schedule)) == list(range(n)),
+            f"{stream_.name}: task_order {schedule} must visit each of the {n} tasks "
+            f"(positions 0..{n - 1}) at least once")
+    if schedule != list(range(n)):
+        stream_.info["task_order"] = schedule
+    return stream_
+
+
+def task_schedule(stream_: TaskStream) -> list[int]:
+    """The positions of ``stream_``'s tasks in the order they are trained: each task once,
+    in order, unless the benchmark's ``task_order`` revisits tasks."""
+    return list(stream_.info.get("task_order", range(len(stream_))))
 
 
 #: Every benchmark, by name; each registers itself where it is defined.

@@ -14,11 +14,14 @@ from lifelong.errors import ConfigError
 from lifelong.protocols.base import (
     BENCHMARKS,
     Benchmark,
+    TaskOrder,
     TrainingDefaults,
     TransformFactory,
+    check_task_order,
     class_split_tasks,
     partition_classes,
     stream,
+    with_task_order,
 )
 from lifelong.tasks import TaskStream
 
@@ -58,6 +61,9 @@ class SplitCIFARConfig(Config):
     # code does; dataset: with the training set's statistics; none: pixels in [0, 1].
     normalize: Literal["split", "dataset", "none"] = "split"
     data_seed: int | None = None  # None: the run's seed
+    # Training order with revisits (protocols.base.TASK_ORDERS): the LASEM code's CIFAR-100
+    # task_order_type 1 is revisit-half, 2 is revisit-all (main.py).
+    task_order: TaskOrder = "once"
 
     def validate(self) -> None:
         check(self.root is not None, "split-CIFAR needs the data directory: --root DIR")
@@ -66,6 +72,7 @@ class SplitCIFARConfig(Config):
         check(0 < self.data_fraction <= 1, "data_fraction must be in (0, 1]")
         check(len(self.train_val) == 2 and min(self.train_val) > 0,
               "train_val needs two positive weights")
+        check_task_order(self.task_order)
 
 
 @dataclass
@@ -106,7 +113,7 @@ def _build(name: str, cfg: SplitCIFARConfig, seed: int, data: CifarData,
                               test=(data.test, data.test_labels), fraction=cfg.data_fraction,
                               parts=cfg.train_val, rng=rng,
                               transform=_normalizer(cfg, mean, std))
-    return stream(name, tasks, len(data.class_names))
+    return with_task_order(stream(name, tasks, len(data.class_names)), cfg.task_order)
 
 
 @BENCHMARKS.register("split-cifar100")

@@ -15,13 +15,16 @@ from lifelong.data.images import FileSource
 from lifelong.protocols.base import (
     BENCHMARKS,
     Benchmark,
+    TaskOrder,
     TrainingDefaults,
+    check_task_order,
     make_task,
     partition_classes,
     require,
     split_class_rows,
     stream,
     task_name,
+    with_task_order,
 )
 from lifelong.tasks import Task, TaskStream
 
@@ -81,9 +84,13 @@ class OfficeHomeConfig(Config):
     split: tuple[float, ...] = (0.6, 0.1, 0.3)  # train/val/test of each class's images
     image_size: int = 128
     data_seed: int | None = None  # None: the run's seed
+    # Training order with revisits (protocols.base.TASK_ORDERS): the LASEM code's Office-Home
+    # task_order_type 1 is revisit-half, 2 is revisit-all (main.py).
+    task_order: TaskOrder = "once"
 
     def validate(self) -> None:
         check(self.root is not None, "office-home needs the data directory: --root DIR")
+        check_task_order(self.task_order)
         check(len(self.domains) >= 1, "domains must not be empty")
         check(self.tasks_per_domain >= 1 and self.classes_per_task >= 2,
               "tasks_per_domain must be >= 1 and classes_per_task >= 2")
@@ -152,7 +159,7 @@ class OfficeHome(Benchmark[OfficeHomeConfig]):
                     )
                 )
             offset += len(class_names)
-        return stream("office-home", tasks, offset)
+        return with_task_order(stream("office-home", tasks, offset), cfg.task_order)
 
 
 @dataclass
