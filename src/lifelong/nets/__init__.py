@@ -30,7 +30,8 @@ NETS.register("dfcnn-9")(NetSpec(
     channels=(32, 32, 32, 64, 64, 64, 128, 128, 128), kernels=(3,) * 9,
     pools=(1, 1, 3, 1, 1, 3, 1, 1, 3), fc=(128, 16),
     description="9 conv 3x3 layers in three blocks of three [32, 64, 128], pool 3 after each "
-                "block, FC [128, 16]: our reconstruction of LASEM appendix E's 9-layer DF-CNN"))
+                "block, FC [128, 16]: the LASEM code's 9-layer STL-10 network "
+                "(utils/utils_env_cl.py, num_clayers == 9)"))
 NETS.register("mlp")(NetSpec(
     channels=(), kernels=(), pools=(), fc=(256, 256), dropout=0.0,
     description="MLP [256, 256] without dropout (Avalanche's Split-MNIST reference network)"))
