@@ -66,6 +66,7 @@ def test_stl10_one_task_design_for_every_seed_and_data_seed_draws_another(stl_ro
     rows = np.array([3])
     assert not torch.equal(s0[noisy].train.transform(zero, rows),
                            s1[noisy].train.transform(zero, rows))
+    assert _design(build(0, root=str(stl_root), num_tasks=6)) == design[:6]  # drawn task by task
     other = _design(build(0, root=str(stl_root), data_seed=5))
     assert other != design
     assert _design(build(3, root=str(stl_root), data_seed=5)) == other

@@ -99,35 +99,37 @@ class TaskDesign:
     channels: tuple[int, ...]  # output channel i is input channel channels[i]
 
 
-def _class_sets(rng: np.random.Generator, num_classes: int, k: int,
-                num_tasks: int) -> list[tuple[int, ...]]:
-    """``num_tasks`` class lists, no two with the same set of classes (the code's task id is
-    the sorted class set; a repeated set is redrawn); each list in its random draw order."""
+def _draw_classes(rng: np.random.Generator, num_classes: int, k: int,
+                  seen: set[tuple[int, ...]]) -> tuple[int, ...]:
+    """A list of ``k`` classes whose set is not in ``seen`` (the code's task id is the sorted
+    class set; a repeated set is redrawn), in its random draw order; adds the set to ``seen``."""
     total = math.comb(num_classes, k)
-    require(num_tasks <= total, f"stl10-lifelong: {num_tasks} tasks need {num_tasks} distinct "
-                                f"sets of {k} classes; {num_classes} classes give {total}")
-    seen: set[tuple[int, ...]] = set()
-    out: list[tuple[int, ...]] = []
-    while len(out) < num_tasks:
+    while True:
         if 2 * len(seen) >= total:  # dense: draw among the unused sets (a redraw loop could spin)
             unused = [c for c in itertools.combinations(range(num_classes), k) if c not in seen]
             drawn = [int(c) for c in rng.permutation(unused[int(rng.integers(len(unused)))])]
         else:
             drawn = [int(c) for c in rng.choice(num_classes, k, replace=False)]
         key = tuple(sorted(drawn))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(tuple(drawn))
-    return out
+        if key not in seen:
+            seen.add(key)
+            return tuple(drawn)
 
 
 def design_tasks(cfg: STL10LifelongConfig, num_classes: int) -> list[TaskDesign]:
-    """The task design drawn from ``cfg.data_seed``: as ``experiment_designer`` draws it,
-    classes first, then the noise mean and std (independently), then a channel order."""
+    """The task design drawn from ``cfg.data_seed``, task by task as ``experiment_designer``
+    draws it: the classes, then the noise mean and std (independently), then a channel order.
+    The first n tasks of a longer design are the design of n tasks."""
+    k = cfg.classes_per_task
+    total = math.comb(num_classes, k)
+    require(cfg.num_tasks <= total,
+            f"stl10-lifelong: {cfg.num_tasks} tasks need as many distinct sets of {k} classes; "
+            f"{num_classes} classes give {total}")
     rng = np.random.default_rng(cfg.data_seed)
+    seen: set[tuple[int, ...]] = set()
     designs = []
-    for classes in _class_sets(rng, num_classes, cfg.classes_per_task, cfg.num_tasks):
+    for _ in range(cfg.num_tasks):
+        classes = _draw_classes(rng, num_classes, k, seen)
         mean = float(cfg.noise_means[int(rng.integers(len(cfg.noise_means)))])
         std = float(cfg.noise_stds[int(rng.integers(len(cfg.noise_stds)))])
         channels = tuple(int(c) for c in rng.permutation(3))
