@@ -108,7 +108,8 @@ def make_experiment(raw: dict[str, Any]) -> Experiment:
     run = dataclasses.replace(
         run,
         epochs=run.epochs if run.epochs is not None else d.epochs,
-        batch_size=run.batch_size if run.batch_size is not None else d.batch_size,
+        batch_size=run.batch_size if run.batch_size is not None else
+        learner_cls.batch_sizes.get(run.benchmark, d.batch_size),
         net=run.net if run.net is not None else d.net,
     )
     assert run.net is not None

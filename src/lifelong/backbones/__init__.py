@@ -7,6 +7,13 @@ from __future__ import annotations
 # Each module registers its backbone where it is defined; importing them here is what makes
 # BACKBONES complete.
 from lifelong.backbones import efficientnet, tiny  # noqa: F401
-from lifelong.backbones.base import BACKBONES, Backbone, BiasedConv, wrap_convs
+from lifelong.backbones.base import (
+    BACKBONES,
+    Backbone,
+    BiasedConv,
+    BiasedLayer,
+    BiasedLinear,
+    wrap_convs,
+)
 
-__all__ = ["BACKBONES", "Backbone", "BiasedConv", "wrap_convs"]
+__all__ = ["BACKBONES", "Backbone", "BiasedConv", "BiasedLayer", "BiasedLinear", "wrap_convs"]

@@ -6,11 +6,13 @@ stored statistics, as the original code's ``model.eval()``), and :meth:`fingerpr
 the weights and the preprocessing so that anything learned on it can be checked against it.
 
 Beneficial biases (BB): every conv layer of the backbone is wrapped so that a per-output-
-channel bias can be added to its output, ``y = Conv(x) + b + B`` (Eq. 1); ``B`` comes from a
-flat vector with one entry per output channel of every conv layer (:attr:`bb_size`), set
-with :meth:`use_bb` for the task whose head is in use. The backbone is a sequence of stages
-(stem, blocks, head); partial BB trains biases only in the last stages and starts from the
-cached activations entering them (:meth:`stage_input`, :meth:`forward_from`).
+channel bias can be added to its output, ``y = Conv(x) + b + B`` (Eq. 1), and every fully
+connected layer likewise, one bias per hidden unit, ``y = FC(x) + b + B`` (Eq. 2); ``B``
+comes from a flat vector with one entry per output channel or unit of every such layer
+(:attr:`bb_size`), set with :meth:`use_bb` for the task whose head is in use. The backbone
+is a sequence of stages (stem, blocks, head); partial BB trains biases only in the last
+stages and starts from the cached activations entering them (:meth:`stage_input`,
+:meth:`forward_from`).
 """
 
 from __future__ import annotations
@@ -25,37 +27,69 @@ import torch.nn.functional as F
 
 from lifelong.registry import Registry
 
-__all__ = ["BACKBONES", "Backbone", "BiasedConv", "wrap_convs"]
+__all__ = ["BACKBONES", "Backbone", "BiasedConv", "BiasedLinear", "BiasedLayer", "wrap_convs"]
 
 
-class BiasedConv(nn.Module):
-    """A frozen conv layer plus an optional beneficial bias on its output channels."""
+class _Biased(nn.Module):
+    """What both wrappers share: the active bias slice and Head2Toe's recording."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    channels: int
+
+    def __init__(self) -> None:
         super().__init__()
-        self.conv = conv
-        self.channels = conv.out_channels
         self.bb: torch.Tensor | None = None  # (C,) slice of the active BB vector
         self.record = False  # keep the output in ``last`` (BB + Head2Toe reads inner maps)
         self.last: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        y = y if self.bb is None else y + self.bb.view(1, -1, 1, 1)
+    def _biased(self, y: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        y = y if self.bb is None else y + self.bb.view(shape)
         if self.record:
             self.last = y
         return y
 
 
-def wrap_convs(module: nn.Module) -> list[BiasedConv]:
-    """Replace every ``nn.Conv2d`` inside ``module`` by a :class:`BiasedConv`, in forward
-    order (module registration order); returns the wrappers."""
-    wrapped: list[BiasedConv] = []
+class BiasedConv(_Biased):
+    """A frozen conv layer plus an optional beneficial bias on its output channels (Eq. 1):
+    (B, C_in, H, W) -> (B, C, H', W')."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv  # the attribute's name is part of the backbone's fingerprint
+        self.channels = conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._biased(self.conv(x), (1, -1, 1, 1))
+
+
+class BiasedLinear(_Biased):
+    """A frozen fully connected layer plus an optional beneficial bias on its hidden units
+    (Eq. 2): (..., l) -> (..., l')."""
+
+    def __init__(self, fc: nn.Linear) -> None:
+        super().__init__()
+        self.fc = fc
+        self.channels = fc.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._biased(self.fc(x), (-1,))  # the units are the last dimension
+
+
+#: A layer that takes beneficial biases: conv (Eq. 1) or fully connected (Eq. 2).
+BiasedLayer = BiasedConv | BiasedLinear
+
+
+def wrap_convs(module: nn.Module) -> list[BiasedLayer]:
+    """Replace every ``nn.Conv2d`` inside ``module`` by a :class:`BiasedConv` and every
+    ``nn.Linear`` by a :class:`BiasedLinear`, in forward order (module registration order);
+    returns the wrappers. (The name is older than Eq. 2: fully connected layers of a custom
+    backbone get their biases too.)"""
+    wrapped: list[BiasedLayer] = []
 
     def visit(parent: nn.Module) -> None:
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Conv2d):
-                w = BiasedConv(child)
+            if isinstance(child, (nn.Conv2d, nn.Linear)):
+                w: BiasedLayer = BiasedConv(child) if isinstance(child, nn.Conv2d) \
+                    else BiasedLinear(child)
                 setattr(parent, name, w)
                 wrapped.append(w)
             else:
@@ -77,7 +111,7 @@ class Backbone(nn.Module, ABC):
     #: Text that identifies the preprocessing (part of the fingerprint).
     preprocessing: str = ""
 
-    def _freeze(self, stage_convs: list[list[BiasedConv]]) -> None:
+    def _freeze(self, stage_convs: list[list[BiasedLayer]]) -> None:
         self.stage_convs = stage_convs
         self.convs = [c for stage in stage_convs for c in stage]
         self.bb_size = sum(c.channels for c in self.convs)

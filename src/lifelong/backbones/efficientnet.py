@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lifelong.backbones.base import BACKBONES, Backbone, BiasedConv, pooled, wrap_convs
+from lifelong.backbones.base import BACKBONES, Backbone, BiasedLayer, pooled, wrap_convs
 from lifelong.errors import ConfigError
 
 __all__ = ["EfficientNetLite0"]
@@ -61,5 +61,5 @@ class EfficientNetLite0(Backbone):
         return pooled(net._swish(net._bn1(net._conv_head(x))))
 
 
-def _unwrap_list(wrapped: list[BiasedConv]) -> BiasedConv:
+def _unwrap_list(wrapped: list[BiasedLayer]) -> BiasedLayer:
     return wrapped[0]

@@ -39,19 +39,25 @@ class GMMCAnchor:
     num_samples: int
 
 
-def fit_gmmc(features: np.ndarray, k: int, seed: int, reg_covar: float = 1e-4) -> GMMCAnchor:
-    """Fit k diagonal Gaussians to a task's training features (N, D).
+def fit_gmmc(features: np.ndarray, k: int, seed: int, reg_covar: float = 1e-4,
+             stats: dict[str, int] | None = None) -> GMMCAnchor:
+    """Fit k diagonal Gaussians to a task's training features (N, D); ``stats``, if given,
+    receives the components and the k-means and EM iterations (for the teacher's MACs,
+    :func:`lifelong.learners.lll.cost.gmmc_fit_macs`).
 
     ``reg_covar`` is added to every variance: pooled features of ReLU6 backbones have
     dimensions that are constant within a cluster, which scikit-learn's default (1e-6) does
     not keep invertible in float precision.
     """
-    from sklearn.mixture import GaussianMixture
+    from lifelong.learners.lll.cost import counting_mixture  # sklearn's, iterations kept
 
     k = min(k, len(features))  # a tiny task cannot have more components than samples
-    gmm = GaussianMixture(n_components=k, covariance_type="diag", random_state=seed,
-                          reg_covar=reg_covar)
+    gmm = counting_mixture(n_components=k, covariance_type="diag", random_state=seed,
+                           reg_covar=reg_covar)
     gmm.fit(features.astype(np.float64))
+    if stats is not None:
+        stats.update(components=k, kmeans_iterations=gmm.kmeans_iter_,
+                     em_iterations=int(gmm.n_iter_))
     return GMMCAnchor(gmm.means_.astype(np.float32), gmm.covariances_.astype(np.float32),
                       gmm.weights_.astype(np.float32), len(features))
 

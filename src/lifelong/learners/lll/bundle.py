@@ -44,6 +44,7 @@ MAX_INFO_KEYS = 32
 MAX_COMPONENTS = 4_096  # GMMC components of one task, whatever the receiver allows
 MAX_SAMPLES = 1 << 20  # Mahalanobis samples of one task
 MAX_NUM_SAMPLES = 10**9  # a task's training-set size as claimed by its GMMC anchor
+MAX_H2T_POOL = 32  # Head2Toe: each chosen map pooled to at most 32 x 32 values
 # |value| bounds. Honest heads and biases trained with Adam at lr 1e-3 stay below 10; pooled
 # features of the shipped backbones are ReLU6 outputs (<= 6). The bounds are generous and
 # exist so that no accepted value can overflow float32 arithmetic in the mapper or a head.
@@ -52,7 +53,8 @@ MAX_FEATURE = 1e6
 MIN_VARIANCE = 1e-6  # the format's floor; a receiver asks for its own (Expect.min_variance)
 MAX_VARIANCE = 1e8
 _MANIFEST_KEYS = {"format", "key", "class_names", "fingerprint", "anchor", "bb_from_stage",
-                  "head_norm", "info", "payload_sha256", "num_samples"}
+                  "head_norm", "info", "payload_sha256", "num_samples", "bb_offset",
+                  "h2t_pool"}
 _SHOW = 60  # characters of a value quoted in a refusal
 
 
@@ -65,8 +67,14 @@ class Bundle:
     """One learned task, as shared between agents.
 
     ``key`` names the task uniquely in a population (e.g. ``"3:folder/birds"``);
-    ``head_weight`` is (C, D), ``head_bias`` (C,), ``bb`` the beneficial biases or None;
-    ``anchor`` a :class:`GMMCAnchor` or :class:`MahaAnchor`.
+    ``head_weight`` is (C, D), ``head_bias`` (C,), ``bb`` the beneficial biases (the
+    backbone's whole vector, ``bb_size``) or None; ``anchor`` a :class:`GMMCAnchor` or
+    :class:`MahaAnchor`.
+
+    ``bb_offset``: the biases below it are zero (partial BB trains only the last stages) and
+    are not shipped: the bytes hold ``bb[bb_offset:]`` and the offset, and :func:`decode`
+    puts the zeros back. ``h2t_pool``: BB + Head2Toe pools each chosen map to
+    ``h2t_pool x h2t_pool`` values, so the head reads ``D + len(h2t_index) * h2t_pool**2``.
     """
 
     key: str
@@ -79,6 +87,8 @@ class Bundle:
     bb_from_stage: int = 0
     head_norm: str = "none"  # "inf": class rows divided by their infinity norm (section 7.2)
     h2t_index: torch.Tensor | None = None  # BB + Head2Toe: inner channels the head also reads
+    bb_offset: int = 0  # position in the BB vector of the first bias shipped
+    h2t_pool: int = 1  # BB + Head2Toe: each chosen map pooled to h2t_pool x h2t_pool
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,6 +109,9 @@ class Expect:
     feature_dim: int | None = None
     bb_size: int | None = None
     num_stages: int | None = None  # bb_from_stage must index one of the backbone's stages
+    #: position in the BB vector of each stage's first bias: a bundle's ``bb_offset`` is 0
+    #: (the whole vector) or that of its ``bb_from_stage``
+    stage_offsets: tuple[int, ...] | None = None
     anchor: str | None = None  # "gmmc" or "maha": the receiver's task mapper
     max_components: int = MAX_COMPONENTS
     max_samples_per_class: int | None = None  # Mahalanobis: the receiver's m
@@ -120,23 +133,27 @@ def encode(b: Bundle, anchor_dtype: torch.dtype = torch.float32) -> bytes:
     """The bundle as bytes; ``anchor_dtype=torch.float16`` halves the anchor's size."""
     t: dict[str, torch.Tensor] = {"head.weight": b.head_weight.detach().float().contiguous(),
                                   "head.bias": b.head_bias.detach().float().contiguous()}
+    extra: dict[str, Any] = {}
     if b.bb is not None:
-        t["bb"] = b.bb.detach().float().contiguous()
+        # partial BB: only the trained slice travels; the zeros below it are implied
+        t["bb"] = b.bb.detach()[b.bb_offset:].float().contiguous()
+        if b.bb_offset:
+            extra["bb_offset"] = int(b.bb_offset)
     if b.h2t_index is not None:
         t["h2t.index"] = b.h2t_index.detach().long().contiguous()
+        extra["h2t_pool"] = int(b.h2t_pool)
     a = b.anchor
     if isinstance(a, GMMCAnchor):
         kind = "gmmc"
         t["gmmc.means"] = torch.from_numpy(a.means).to(anchor_dtype)
         t["gmmc.variances"] = torch.from_numpy(a.variances).to(anchor_dtype)
         t["gmmc.weights"] = torch.from_numpy(a.weights).float()
-        extra = {"num_samples": int(a.num_samples)}
+        extra["num_samples"] = int(a.num_samples)
     else:
         kind = "maha"
         t["maha.means"] = torch.from_numpy(a.means).to(anchor_dtype)
         t["maha.samples"] = torch.from_numpy(a.samples).to(anchor_dtype)
         t["maha.labels"] = torch.from_numpy(a.sample_labels).long()
-        extra = {}
     manifest = {"format": FORMAT, "key": b.key, "class_names": list(b.class_names),
                 "fingerprint": b.fingerprint, "anchor": kind, "bb_from_stage": b.bb_from_stage,
                 "head_norm": b.head_norm, "info": b.info, "payload_sha256": _payload_sha256(t),
@@ -288,16 +305,31 @@ def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
     if "head.weight" not in tensors or tensors["head.weight"].dim() != 2:
         raise _fail("tensor head.weight missing or not a matrix")
     bb = None
+    offset = manifest.get("bb_offset", 0)
     if "bb" in tensors:
-        size = exp.bb_size if exp.bb_size is not None else tensors["bb"].numel()
-        bb = _tensor(tensors, "bb", (torch.float32,), (size,), MAX_PARAM)
-    index = None
+        total = exp.bb_size if exp.bb_size is not None else None
+        if not _is_int(offset) or offset < 0 or (total is not None and offset >= total):
+            raise _fail(f"bb_offset {show(offset)} is not inside the backbone's "
+                        f"{show(total)} biases")
+        # the shipped slice bb[offset:], then the whole vector with the implied zeros
+        size = total - offset if total is not None else tensors["bb"].numel()
+        part = _tensor(tensors, "bb", (torch.float32,), (size,), MAX_PARAM)
+        if not 1 <= offset + part.numel() <= 10**7:
+            raise _fail(f"bad beneficial-bias count {offset + part.numel()}")
+        bb = torch.cat([torch.zeros(offset), part])
+    elif "bb_offset" in manifest:
+        raise _fail("bb_offset without beneficial biases")
+    index, pool = None, manifest.get("h2t_pool", 1)
     if "h2t.index" in tensors:
         index = _tensor(tensors, "h2t.index", (torch.int64,), (None,))
         if bb is None or not 1 <= index.numel() <= bb.numel() or int(index.min()) < 0 or \
                 int(index.max()) >= bb.numel():
             raise _fail("invalid Head2Toe channel index")
-    extra_in = index.numel() if index is not None else 0
+        if not _is_int(pool) or not 1 <= pool <= MAX_H2T_POOL:
+            raise _fail(f"invalid Head2Toe pooling size {show(pool)}")
+    elif "h2t_pool" in manifest:
+        raise _fail("h2t_pool without a Head2Toe channel index")
+    extra_in = index.numel() * pool * pool if index is not None else 0
     D = exp.feature_dim if exp.feature_dim is not None else \
         tensors["head.weight"].shape[1] - extra_in
     if D < 1:
@@ -311,6 +343,9 @@ def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
     if not _is_int(stage) or stage < 0 or (exp.num_stages is not None
                                            and stage >= exp.num_stages):
         raise _fail(f"bb_from_stage {show(stage)} is not a stage of this backbone")
+    if offset and exp.stage_offsets is not None and (
+            stage >= len(exp.stage_offsets) or offset != exp.stage_offsets[stage]):
+        raise _fail(f"bb_offset {show(offset)} is not where stage {stage}'s biases start")
     if kind == "gmmc":
         anchor: GMMCAnchor | MahaAnchor = _gmmc(tensors, manifest, D, exp)
     else:
@@ -318,7 +353,8 @@ def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
     info = _info(manifest.get("info", {}))
     return Bundle(key=key, class_names=list(names), fingerprint=fp, head_weight=w,
                   head_bias=bias, bb=bb, anchor=anchor, bb_from_stage=stage, head_norm=norm,
-                  h2t_index=index, info=info)
+                  h2t_index=index, info=info, bb_offset=offset if bb is not None else 0,
+                  h2t_pool=pool if index is not None else 1)
 
 
 def _gmmc(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], D: int,

@@ -161,6 +161,7 @@ class FeatureExtractor:
             b.use_bb(None)
 
     def head2toe(self, x: torch.Tensor, bb: torch.Tensor, start: int,
-                 index: torch.Tensor) -> torch.Tensor:
-        """Features with biases plus the pooled maps of the chosen channels (B, D + k)."""
-        return h2t_features(self.backbone, x.to(self.device), bb, start, index)
+                 index: torch.Tensor, pool: int = 1) -> torch.Tensor:
+        """Features with biases plus the chosen channels' maps pooled to ``pool x pool``
+        and flattened: (B, D + k pool^2)."""
+        return h2t_features(self.backbone, x.to(self.device), bb, start, index, pool)

