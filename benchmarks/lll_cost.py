@@ -66,8 +66,8 @@ import torch
 from lifelong._allocator import keep_freed_memory
 from lifelong.experiment import Experiment, make_experiment
 from lifelong.learners.lll.learner import LLL
-from lifelong.runner import batch_indices
-from lifelong.tasks import Batch, Task
+from lifelong.runner import train_epoch
+from lifelong.tasks import Task
 
 
 @dataclass
@@ -166,12 +166,14 @@ def compare_engines(args: argparse.Namespace, stream: Any, task: Task,
 
 
 def learn(learner: LLL, task: Task, epochs: int, seed: int) -> Timing:
-    """Learn ``task`` as the runner does (begin_task, epochs of observe with the runner's
-    batches and their rows in ``Batch.index``, early stopping if the learner asks for it,
-    end_task) and time it, with the CPU time spent in end_task (best state, anchor fit,
+    """Learn ``task`` as the runner does (begin_task, epochs of the runner's own
+    ``train_epoch``: its batches with their rows in ``Batch.index``, pixels decoded only if
+    the learner needs them, i.e. never without BB; early stopping if the learner asks for
+    it; end_task) and time it, with the CPU time spent in end_task (best state, anchor fit,
     bundle) apart. The head's initialisation is seeded (as a SKILL agent does), so every
     variant and repeat starts from the same head whatever ran before in the process."""
     torch.manual_seed(seed)
+    cpu = torch.device("cpu")
     with Clock() as total:
         learner.begin_task(task)
         for epoch in range(1, epochs + 1):
@@ -179,9 +181,7 @@ def learn(learner: LLL, task: Task, epochs: int, seed: int) -> Timing:
             if learner.task_done():
                 break
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            for idx in batch_indices(len(task.train), 32, gen, drop_last=True):
-                x, y = task.train.images(idx.numpy()), task.train.labels[idx]
-                learner.observe(Batch(x, y, task.id, index=idx))
+            train_epoch(learner, task, 32, gen, cpu, drop_last=True)
         with Clock() as end:
             learner.end_task(task)
     total.t.parts["end_task"] = end.t.cpu
