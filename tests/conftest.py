@@ -40,7 +40,7 @@ def _no_runs_in_repo(tmp_path, monkeypatch):
 KINDS = {
     "unit": ("test_metrics", "test_config", "test_formats", "test_checkpoint", "test_plots",
              "test_bundle_trust", "test_lasem", "test_lasem_em", "test_dfcnn", "test_engine",
-             "test_lasem_config"),
+             "test_lasem_config", "test_compare_loss"),
     "contract": ("test_learners", "test_contributing", "test_baselines", "test_cl_baselines",
                  "test_cl_isolation", "test_lll", "test_lll_fidelity"),
     "protocol": ("test_benchmarks", "test_protocols_lasem"),

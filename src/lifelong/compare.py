@@ -344,6 +344,8 @@ def _summarize(results: dict[str, list[dict[str, Any]]], learners: Sequence[str]
             if values:
                 row[key] = _interval(values)
         row["skill_views"] = _views_json(skill_views(_matrices(runs)))
+        # how the batch loss was reduced: sum and mean give different effective step sizes
+        row["loss_reduction"] = runs[0]["config"].get("learner", {}).get("loss_reduction")
         rows[name] = row
     first = results[learners[0]][0]
     return {"benchmark": first["benchmark"], "config": first["config"], "learners": rows}
@@ -471,6 +473,25 @@ def _mean_history(hs: list[History]) -> History:
                    seconds=np.mean([h.seconds for h in hs], axis=0))
 
 
+def _loss_lines(rows: dict[str, Any]) -> list[str]:
+    """The comparison's loss reduction, stated once; learners that differ are named (their
+    effective learning rates differ, so their rows do not compare like for like)."""
+    by: dict[str, list[str]] = {}
+    for name, r in rows.items():
+        if r.get("loss_reduction") is not None:
+            by.setdefault(r["loss_reduction"], []).append(name)
+    if not by:
+        return []
+    if len(by) == 1:
+        (reduction,) = by
+        how = "summed" if reduction == "sum" else "averaged"
+        return [f"Loss reduction: the batch loss is {how} over the batch "
+                f"(`loss_reduction: {reduction}`) for every learner.", ""]
+    parts = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(by.items()))
+    return [f"Loss reduction differs between learners ({parts}): their effective learning "
+            "rates differ; set `learner.loss_reduction` to compare at one.", ""]
+
+
 def comparison_markdown(summary: dict[str, Any]) -> str:
     """``comparison.md``: the table of :func:`compare`'s summary (and, with a reference
     learner, the paired differences)."""
@@ -481,6 +502,7 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['benchmark']}: {len(rows)} learners, "
              f"{len(next(iter(rows.values()))['seeds'])} seeds, {run['epochs']} epochs per task",
              "", "Mean over seeds ± half-width of the 95% Student-t interval.", "",
+             *_loss_lines(rows),
              "| learner | " + " | ".join(heads) + " | parameters |",
              "|---" * (len(heads) + 2) + "|"]
     for name, r in rows.items():
