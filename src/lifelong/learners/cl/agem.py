@@ -29,10 +29,11 @@ __all__ = ["AGEM", "AGEMConfig", "agem_project"]
 
 @dataclass
 class AGEMConfig(CLConfig):
-    # Mammoth seq-mnist agem (buffer 200 over 5 tasks, reference batch 128): per task, an
-    # equal share of the memory, chosen at the task's end, as in Mammoth and the A-GEM code.
+    # Our choice, not Mammoth's: 40 = Mammoth's seq-mnist buffer 200 shared equally by the 5
+    # tasks, chosen per class at each task's end. Mammoth's agem computes that share but
+    # stores one training batch per task (10 examples at its seq-mnist batch size 10).
     mem_per_task: int = 40
-    ref_batch: int = 128
+    ref_batch: int = 128  # Mammoth seq-mnist agem minibatch_size 128 (utils/best_args.py)
     # Equal-memory comparisons (compare --memory N): a reservoir of N examples over every
     # training example seen, as ER's and DER's buffers, instead of a share per task; None
     # keeps the per-task memory above.

@@ -30,7 +30,11 @@ __all__ = ["MAS", "MASConfig", "mas_importance"]
 
 @dataclass
 class MASConfig(CLConfig):
-    mas_lambda: float = 1.0  # Aljundi et al. 2018, lambda = 1 (also Avalanche's default)
+    # Tuned with `lifelong tune` on validation (seed 0) for split-mnist task-il, net mlp,
+    # RMSProp-TF lr 1e-3, batch 10, 10 epochs per task, mean loss: 0.1 of (0.1, 1, 10)
+    # (validation 0.972 / 0.966 / 0.950); class-il also 0.1. Aljundi et al. 2018 and
+    # Avalanche's default: lambda = 1.
+    mas_lambda: float = 0.1
     SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {
         "mas_lambda": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)}
     SEARCH_SOURCE: ClassVar[str] = "log grid around Aljundi et al.'s lambda = 1"
