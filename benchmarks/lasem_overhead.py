@@ -40,6 +40,10 @@ def _experiment(learner_name: str, args: argparse.Namespace, **learner: Any):
            "learner": learner}
     exp = make_experiment(raw)
     stream = exp.build_stream()
+    # Seeded as `lifelong run` seeds (api.py): the same initialisation and dropout masks for
+    # every learner, so that exact and truncated LASEM differ only where truncation drops
+    # a configuration (unseeded, two exact runs in this process choose differently).
+    torch.manual_seed(0)
     return exp, stream, exp.build_learner(stream, torch.device("cpu"))
 
 
@@ -102,7 +106,7 @@ def main() -> None:
         seconds, learner = train_seconds(name, args, **cfg)
         times[key] = seconds
         report = learner.report()
-        chosen[key] = report.get("configurations", {})
+        chosen[key] = {str(t): c for t, c in (learner.chosen_configurations() or {}).items()}
         extra = f"  configs/batch {report['configs_per_batch']}" \
             if "configs_per_batch" in report else ""
         print(f"# {key:10s} {name} {cfg}: {seconds:.1f} s  configurations {chosen[key]}{extra}",

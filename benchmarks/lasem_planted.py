@@ -41,6 +41,7 @@ def run(name: str, args: argparse.Namespace, overrides: dict[str, Any]
                    "epochs": args.epochs}}
     exp = make_experiment(merge(raw, overrides))
     stream = exp.build_stream()
+    torch.manual_seed(args.seed)  # as `lifelong run` seeds (api.py), before initialisation
     model = exp.build_learner(stream, torch.device("cpu"))
     batch_size = exp.run.batch_size
     for task in stream:
@@ -63,7 +64,8 @@ def run(name: str, args: argparse.Namespace, overrides: dict[str, Any]
         x, y = task.test.images(np.arange(len(task.test))), task.test.labels
         accs.append(float((model.predict(x, task.id).argmax(1) == y).float().mean()))
     planted = [t.info["planted"] for t in stream]
-    return model.report()["configurations"], accs, planted, seconds
+    configs = {str(t): c for t, c in (model.chosen_configurations() or {}).items()}
+    return configs, accs, planted, seconds
 
 
 def agreement(a: dict[str, str], b: dict[str, str] | list[str], tasks: list[int]) -> float:

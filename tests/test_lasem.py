@@ -141,7 +141,7 @@ def test_end_of_task_fixes_the_most_probable_configuration_and_drops_the_rest(tm
     stream = exp.build_stream()
     learner = exp.build_learner(stream, torch.device("cpu"))
     Runner(exp, stream, learner, tmp_path, torch.device("cpu"), progress=False).run()
-    report = learner.report()
+    report = learner.learner_report().to_json()
     assert set(report["configurations"]) == {"0", "1", "2"}
     for t in range(3):
         cfg = learner.task_configs[t]

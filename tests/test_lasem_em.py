@@ -161,6 +161,33 @@ def test_truncation_evaluates_more_when_the_prior_cannot_certify():
     assert 0.5 * np.abs(learner.epoch_post - exact).sum() <= 0.01
 
 
+def test_truncation_that_drops_nothing_is_exact_lasem_bit_for_bit():
+    """With a flat posterior (a task's start) epsilon-truncation must keep every
+    configuration; it then evaluates them all in one pass, like exact LASEM, and trains
+    exactly the same parameters (no second pass, no recomputed forward)."""
+    states, passes = [], []
+    for eps in (0.0, 1e-3):
+        torch.manual_seed(5)
+        learner, stream = _learner("lasem-hps", epsilon=eps)
+        calls: list[int] = []
+        original = learner.config_features
+
+        def spy(x, t, configs, original=original, calls=calls):
+            calls.append(len(configs))
+            return original(x, t, configs)
+
+        learner.config_features = spy
+        learner.begin_task(stream[0])
+        learner.begin_epoch(0)
+        for start in (0, 8, 16, 24):
+            learner.observe(_batch(stream, start=start))
+        states.append({k: v.clone() for k, v in learner.model.state_dict().items()})
+        passes.append(calls)
+    assert passes[0] == passes[1] == [4] * 4  # one pass of all four per batch
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
 def test_count_and_average_priors_and_their_per_epoch_reset():
     learner, stream = _learner("lasem-hps", prior="count", reset_prior=True)
     learner.begin_task(stream[0])

@@ -9,10 +9,10 @@ fixed. At the end of the task each layer keeps its larger-weighted form, the oth
 dropped, and the shared parameters of the layers it does not transfer are restored to their
 pre-task values (the LASEM code's ``cnn_darts_model.py`` convert_tfVar_to_npVar).
 
-``variant=code`` (default), as the LASEM code (``cnn_darts_model.py``, ``utils_nn.py``
+``search=code`` (default), as the LASEM code (``cnn_darts_model.py``, ``utils_nn.py``
 new_darts_conv_layer): the architecture step is the run's optimizer (RMSProp) at the weights'
 learning rate on the *training* mini-batch, and the two forms are mixed after the ReLU and
-before the max-pool. ``variant=paper``, as the LASEM paper's text ("the hyper-parameter
+before the max-pool. ``search=paper``, as the LASEM paper's text ("the hyper-parameter
 settings described in the original paper", Liu et al. 2019): Adam(``arch_lr`` 3e-4, betas
 (0.5, 0.999), weight decay ``arch_weight_decay`` 1e-3) on a *validation* mini-batch, and the
 two forms are mixed after pooling.
@@ -46,9 +46,10 @@ __all__ = ["DARTSHPS", "DARTSTF", "DARTSDFCNN", "DARTS", "DARTSFields"]
 
 @dataclass
 class DARTSFields(SelectiveConfig):
-    variant: Literal["code", "paper"] = "code"  # see the module docstring
-    arch_lr: float = 3e-4  # variant=paper: the DARTS paper's architecture learning rate
-    arch_weight_decay: float = 1e-3  # variant=paper: the DARTS paper's weight decay
+    # named search, not variant: DF-CNN's config has a variant (its filter generator)
+    search: Literal["code", "paper"] = "code"  # see the module docstring
+    arch_lr: float = 3e-4  # search=paper: the DARTS paper's architecture learning rate
+    arch_weight_decay: float = 1e-3  # search=paper: the DARTS paper's weight decay
 
     def validate(self) -> None:
         super().validate()
@@ -96,7 +97,7 @@ class DARTS(SelectiveLearner):
         weights = alpha.softmax(1)  # (layers, 2)
         for layer, pool in enumerate(self.ctx.net.pools):
             filters = [self.layer_filter(layer, task_id, bit) for bit in (0, 1)]
-            if self.cfg.variant == "code":  # mix after the ReLU, then pool
+            if self.cfg.search == "code":  # mix after the ReLU, then pool
                 outs = [F.relu(F.conv2d(x, w, b, padding=w.shape[-1] // 2)) for w, b in filters]
                 x = same_max_pool(weights[layer, 0] * outs[0] + weights[layer, 1] * outs[1],
                                   pool)
@@ -116,7 +117,7 @@ class DARTS(SelectiveLearner):
     def _make_arch_optimizer(self, task_id: int) -> torch.optim.Optimizer:
         alpha = self._alpha(task_id)
         assert alpha is not None  # the task is still searching
-        if self.cfg.variant == "code":  # the code's second RMSProp, same lr schedule
+        if self.cfg.search == "code":  # the code's second RMSProp, same lr schedule
             return make_optimizer(self.cfg.optimizer, [alpha],
                                   self.cfg.epoch_lr(self.epoch))
         return torch.optim.Adam([alpha], lr=self.cfg.arch_lr, betas=(0.5, 0.999),
@@ -124,7 +125,7 @@ class DARTS(SelectiveLearner):
 
     def begin_epoch(self, epoch: int) -> None:
         super().begin_epoch(epoch)
-        if self.cfg.variant == "code" and getattr(self, "arch_optimizer", None) is not None:
+        if self.cfg.search == "code" and getattr(self, "arch_optimizer", None) is not None:
             for group in self.arch_optimizer.param_groups:
                 group["lr"] = self.cfg.epoch_lr(epoch)
 
@@ -132,7 +133,7 @@ class DARTS(SelectiveLearner):
         t = batch.task_id
         if self._alpha(t) is None:
             return super().observe(batch)
-        if self.cfg.variant == "code":  # architecture step on the training mini-batch
+        if self.cfg.search == "code":  # architecture step on the training mini-batch
             xv, yv = batch.x, batch.y
         else:
             # Architecture step on a validation mini-batch; the batch depends only on the

@@ -131,6 +131,7 @@ class LASEM(SelectiveLearner):
         self.post_sum, self.post_batches = np.zeros(n), 0  # for prior=average
         self.epoch_post, self.epoch_batches = np.zeros(n), 0
         self.last_pl_sum = 0.0  # the previous batch's sum of prior x likelihood
+        self.last_evaluated = 0  # how many configurations the previous batch evaluated
 
     # -- the E-step's ingredients --------------------------------------------------------------
     def prior_probs(self) -> np.ndarray:
@@ -189,11 +190,12 @@ class LASEM(SelectiveLearner):
 
         Exact (epsilon = 0): every configuration, one pass. Truncated: first the fewest
         configurations by prior whose remaining prior mass is below epsilon * S / (1 -
-        epsilon), S the previous batch's sum of prior x likelihood (one pass, with grad,
-        usually all the M-step needs); if that does not certify this batch (:func:`kept_set`),
-        the next configurations by prior are evaluated (no grad) until the remaining prior
-        mass is below epsilon * sum(pl) / (1 - epsilon), which does. The M-step trains the
-        kept set K with weights pl / sum_K pl: the exact posterior differs from them by at
+        epsilon), S the previous batch's sum of prior x likelihood, but no fewer than the
+        previous batch evaluated (one pass, with grad, usually all the M-step needs); if that
+        does not certify this batch (:func:`kept_set`), the next configurations by prior are
+        evaluated (no grad) until the remaining prior mass is below epsilon * sum(pl) /
+        (1 - epsilon), which does. The M-step trains the kept set K with weights
+        pl / sum_K pl: the exact posterior differs from them by at
         most epsilon in total variation (the mass outside K)."""
         n, eps = len(self.configs), self.cfg.epsilon
         prior = self.prior_probs()
@@ -207,6 +209,11 @@ class LASEM(SelectiveLearner):
             allowed = eps * self.last_pl_sum / (1 - eps)
             tail = np.append(np.cumsum(prior[by_prior][::-1])[::-1], 0.0)  # mass of [k:]
             k = max(int(np.flatnonzero(tail <= allowed)[0]), 1)
+            # ... and at least as many as the previous batch had to evaluate: the prior moves
+            # slowly, so a batch that needed k configurations is followed by one that needs
+            # about k, and a too-small guess costs a second pass plus a fresh forward for the
+            # M-step (with a flat posterior, every batch needs all: one pass, as exact)
+            k = max(k, self.last_evaluated)
             # evaluated in the configurations' own order: with nothing dropped the numbers
             # are those of the exact algorithm, bit for bit
             first = np.sort(by_prior[:k])
@@ -229,6 +236,7 @@ class LASEM(SelectiveLearner):
                 evaluated = np.sort(np.concatenate([first, more]))
         pl = prior * lik
         self.last_pl_sum = float(pl[evaluated].sum())
+        self.last_evaluated = len(evaluated)
         unevaluated = np.setdiff1d(np.arange(n), evaluated)
         post = np.zeros(n)
         total = pl[evaluated].sum()
@@ -310,7 +318,7 @@ class LASEM(SelectiveLearner):
             "counts": torch.tensor(self.counts), "post_sum": torch.tensor(self.post_sum),
             "post_batches": self.post_batches, "epoch_post": torch.tensor(self.epoch_post),
             "epoch_batches": self.epoch_batches, "cost": dict(self.cost),
-            "last_pl_sum": self.last_pl_sum,
+            "last_pl_sum": self.last_pl_sum, "last_evaluated": self.last_evaluated,
             "traces": [[t, tr] for t, tr in self.traces.items()],
         }
         return state
@@ -324,6 +332,7 @@ class LASEM(SelectiveLearner):
         self.epoch_batches = int(s["epoch_batches"])
         self.cost = {k: int(v) for k, v in s["cost"].items()}
         self.last_pl_sum = float(s["last_pl_sum"])
+        self.last_evaluated = int(s.get("last_evaluated", 0))  # absent in older checkpoints
         self.traces = {int(t): tr for t, tr in s["traces"]}
 
 

@@ -27,10 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lifelong.config import check
 from lifelong.learners.base import LearnerContext, NetLearnerConfig
+from lifelong.learners.dfcnn import DFCNNConfig
 from lifelong.learners.tasknet import TaskNetLearner
-from lifelong.learners.tf import Core, Factors
+from lifelong.learners.tf import Core, Factors, TFConfig
 from lifelong.learners.transfer import Bits, config_name
 from lifelong.nets import FCHead
 from lifelong.nets.convnet import conv_block
@@ -38,7 +38,8 @@ from lifelong.nets.dfcnn import KnowledgeBase, dfcnn_sizes, make_generator
 from lifelong.nets.init import init_tf_
 from lifelong.tasks import Batch, Task
 
-__all__ = ["SelectiveLearner", "SelectiveConfig", "BASE_FIELDS", "ConvParams"]
+__all__ = ["SelectiveLearner", "SelectiveConfig", "BASE_FIELDS", "ConvParams", "HPSFields",
+           "TFFields", "DFCNNFields"]
 
 
 @dataclass
@@ -51,35 +52,37 @@ class SelectiveConfig(NetLearnerConfig):
     loss_reduction: Literal["sum", "mean"] = "mean"
 
 
+# The base learners' own fields, inherited from their configs so that a field added there
+# (to TFConfig or DFCNNConfig) is a field of every selective learner on that base too. Only
+# the defaults the LASEM code sets differently are restated, each with its source.
 @dataclass
 class HPSFields(NetLearnerConfig):
-    """HPS has no settings of its own."""
+    """HPS's settings: its config is :class:`NetLearnerConfig` itself (it has none of its
+    own)."""
 
 
 @dataclass
-class TFFields(NetLearnerConfig):
+class TFFields(TFConfig):
+    """TF's settings (:class:`~lifelong.learners.tf.TFConfig`) with the LASEM code's
+    default."""
+
     # LASEM code: auxiliary_loss_weight 0.1 for test_type % 5 == 0, the default of main.py
-    # (utils_env_cl.py); the paper's grid is {0.001, ..., 0.1}.
+    # (utils_env_cl.py); the paper's grid is {0.001, ..., 0.1}; TFConfig has 0.01.
     orthogonality: float = 0.1
 
-    def validate(self) -> None:
-        super().validate()
-        check(self.orthogonality >= 0, "orthogonality must be >= 0")
-
 
 @dataclass
-class DFCNNFields(NetLearnerConfig):
-    size: Literal["paper", "reduced"] = "paper"
-    # LASEM code: cnn_para_activation_fn=None (no ReLU after the deconvolution)
+class DFCNNFields(DFCNNConfig):
+    """DF-CNN's settings (:class:`~lifelong.learners.dfcnn.DFCNNConfig`) with the LASEM
+    code's defaults."""
+
+    # LASEM code: cnn_para_activation_fn=None (no ReLU after the deconvolution); the same as
+    # DFCNNConfig's, restated because the LASEM code's choice must not follow a change there
     deconv_activation: Literal["relu", "none"] = "none"
     # LASEM code: regularization_scale [_, 1e-7, _, 1e-7] (KB, TS) for test_type % 5 == 0,
-    # main.py's default (utils_env_cl.py)
+    # main.py's default (utils_env_cl.py); DFCNNConfig has 0 (the DF-CNN code has none)
     kb_l2: float = 1e-7
     ts_l2: float = 1e-7
-
-    def validate(self) -> None:
-        super().validate()
-        check(self.kb_l2 >= 0 and self.ts_l2 >= 0, "kb_l2 and ts_l2 must be >= 0")
 
 
 #: The settings each base learner adds to a selective learner's config.
@@ -111,8 +114,9 @@ class SelectiveLearner(TaskNetLearner[SC]):
         self.chans = [ctx.input_shape[0], *spec.channels]
         self.num_layers = len(spec.channels)
         if self.kind == "dfcnn":
-            self.sizes = dfcnn_sizes(ctx.net_name, spec, ctx.input_shape[0], "dfcnn",
-                                     reduced=cast(DFCNNFields, cfg).size == "reduced")
+            dcfg = cast(DFCNNFields, cfg)
+            self.sizes = dfcnn_sizes(ctx.net_name, spec, ctx.input_shape[0], dcfg.variant,
+                                     reduced=dcfg.size == "reduced")
         #: Fixed configuration of each task (absent while a task still searches).
         self.task_configs: dict[int, Bits] = {}
         #: Shared parameters as they were before the current task's first visit (name ->
@@ -141,9 +145,10 @@ class SelectiveLearner(TaskNetLearner[SC]):
         if self.kind == "tf":
             return Factors(c_in, c_out, k)
         s = self.sizes
-        return make_generator("dfcnn", c_in, c_out, s.kb_channels[layer], s.ts_channels[layer],
-                              s.depth[layer],
-                              activation=cast(DFCNNFields, self.cfg).deconv_activation == "relu")
+        dcfg = cast(DFCNNFields, self.cfg)
+        return make_generator(dcfg.variant, c_in, c_out, s.kb_channels[layer],
+                              s.ts_channels[layer], s.depth[layer],
+                              activation=dcfg.deconv_activation == "relu")
 
     def build_task(self, task_id: int, num_classes: int) -> nn.Module:
         fixed = self.task_configs.get(task_id)
