@@ -9,6 +9,7 @@ from lifelong.protocols import (  # noqa: F401
     folders,
     mixed,
     planted,
+    shipped102,
     split_mnist,
     stl10,
     synthetic,

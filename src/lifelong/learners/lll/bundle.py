@@ -30,6 +30,7 @@ from safetensors.torch import save as st_save
 
 from lifelong.errors import LifelongError
 from lifelong.learners.lll.anchors import GMMCAnchor, MahaAnchor
+from lifelong.learners.lll.lda import LDAAnchor
 
 __all__ = ["Bundle", "BundleError", "Expect", "encode", "decode", "digest", "describe",
            "MAX_BUNDLE_BYTES"]
@@ -83,7 +84,7 @@ class Bundle:
     head_weight: torch.Tensor
     head_bias: torch.Tensor
     bb: torch.Tensor | None
-    anchor: GMMCAnchor | MahaAnchor
+    anchor: GMMCAnchor | MahaAnchor | LDAAnchor
     bb_from_stage: int = 0
     head_norm: str = "none"  # "inf": class rows divided by their infinity norm (section 7.2)
     h2t_index: torch.Tensor | None = None  # BB + Head2Toe: inner channels the head also reads
@@ -97,7 +98,8 @@ class Bundle:
 
     @property
     def anchor_kind(self) -> str:
-        return "gmmc" if isinstance(self.anchor, GMMCAnchor) else "maha"
+        return "gmmc" if isinstance(self.anchor, GMMCAnchor) else \
+            "lda" if isinstance(self.anchor, LDAAnchor) else "maha"
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,10 @@ class Expect:
     #: position in the BB vector of each stage's first bias: a bundle's ``bb_offset`` is 0
     #: (the whole vector) or that of its ``bb_from_stage``
     stage_offsets: tuple[int, ...] | None = None
-    anchor: str | None = None  # "gmmc" or "maha": the receiver's task mapper
+    anchor: str | None = None  # "gmmc", "maha" or "lda": the receiver's task mapper
     max_components: int = MAX_COMPONENTS
     max_samples_per_class: int | None = None  # Mahalanobis: the receiver's m
+    max_rank_per_class: int | None = None  # LDA: covariance directions per class (its r / C)
     min_variance: float = MIN_VARIANCE
 
 
@@ -149,6 +152,12 @@ def encode(b: Bundle, anchor_dtype: torch.dtype = torch.float32) -> bytes:
         t["gmmc.variances"] = torch.from_numpy(a.variances).to(anchor_dtype)
         t["gmmc.weights"] = torch.from_numpy(a.weights).float()
         extra["num_samples"] = int(a.num_samples)
+    elif isinstance(a, LDAAnchor):
+        kind = "lda"
+        t["lda.means"] = torch.from_numpy(a.means).to(anchor_dtype)
+        t["lda.counts"] = torch.from_numpy(a.counts).long()
+        t["lda.basis"] = torch.from_numpy(a.basis).to(anchor_dtype)
+        t["lda.residual"] = torch.tensor([a.residual], dtype=torch.float32)
     else:
         kind = "maha"
         t["maha.means"] = torch.from_numpy(a.means).to(anchor_dtype)
@@ -292,12 +301,13 @@ def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
     if exp.fingerprint is not None and fp != exp.fingerprint:
         raise _fail(f"made on another backbone (fingerprint {show(fp[:16])})")
     kind = manifest.get("anchor")
-    if kind not in ("gmmc", "maha"):
+    if kind not in ("gmmc", "maha", "lda"):
         raise _fail(f"unknown anchor kind {show(kind)}")
     if exp.anchor is not None and kind != exp.anchor:
         raise _fail(f"a {kind} anchor, but this agent's task mapper is {exp.anchor}")
     allowed = {"head.weight", "head.bias", "bb", "h2t.index"} | (
         {"gmmc.means", "gmmc.variances", "gmmc.weights"} if kind == "gmmc" else
+        {"lda.means", "lda.counts", "lda.basis", "lda.residual"} if kind == "lda" else
         {"maha.means", "maha.samples", "maha.labels"})
     if set(tensors) - allowed:
         raise _fail(f"unexpected tensors {show(sorted(set(tensors) - allowed))}")
@@ -346,8 +356,11 @@ def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
     if offset and exp.stage_offsets is not None and (
             stage >= len(exp.stage_offsets) or offset != exp.stage_offsets[stage]):
         raise _fail(f"bb_offset {show(offset)} is not where stage {stage}'s biases start")
+    anchor: GMMCAnchor | MahaAnchor | LDAAnchor
     if kind == "gmmc":
-        anchor: GMMCAnchor | MahaAnchor = _gmmc(tensors, manifest, D, exp)
+        anchor = _gmmc(tensors, manifest, D, exp)
+    elif kind == "lda":
+        anchor = _lda(tensors, manifest, C, D, exp)
     else:
         anchor = _maha(tensors, manifest, C, D, exp)
     info = _info(manifest.get("info", {}))
@@ -397,6 +410,33 @@ def _maha(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], C: int, D:
         raise _fail("more Mahalanobis samples for one class than this agent shares")
     return MahaAnchor(means.float().numpy(), samples.float().numpy(),
                       labels.numpy().astype(np.int64))
+
+
+def _lda(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], C: int, D: int,
+         exp: Expect) -> LDAAnchor:
+    """Class means (C, D), counts (C,), covariance basis (r, D) and residual (1,): r at most
+    the task's degrees of freedom (N - C), D, and the receiver's ``max_rank_per_class`` x C;
+    the residual a finite trace >= 0."""
+    if "num_samples" in manifest:
+        raise _fail("an LDA anchor has no num_samples")
+    floats = (torch.float32, torch.float16)
+    means = _tensor(tensors, "lda.means", floats, (C, D), MAX_FEATURE)
+    counts = _tensor(tensors, "lda.counts", (torch.int64,), (C,))
+    if int(counts.min()) < 1 or int(counts.max()) > MAX_NUM_SAMPLES or \
+            int(counts.sum()) > MAX_NUM_SAMPLES:
+        raise _fail(f"invalid LDA class counts (each 1 to {MAX_NUM_SAMPLES})")
+    basis = _tensor(tensors, "lda.basis", floats, (None, D), MAX_FEATURE)
+    dof = int(counts.sum()) - C
+    most = min(dof, D) if exp.max_rank_per_class is None else \
+        min(dof, D, exp.max_rank_per_class * C)
+    if basis.shape[0] > most:
+        raise _fail(f"LDA covariance basis of rank {basis.shape[0]} (this agent allows at "
+                    f"most {most} for {C} classes and {dof} degrees of freedom)")
+    residual = _tensor(tensors, "lda.residual", (torch.float32,), (1,), MAX_VARIANCE * D)
+    if float(residual[0]) < 0:
+        raise _fail(f"negative LDA residual variance {float(residual[0]):.3g}")
+    return LDAAnchor(means.float().numpy(), counts.numpy().astype(np.int64),
+                     basis.float().numpy(), float(residual[0]))
 
 
 def describe(data: bytes) -> dict[str, Any]:

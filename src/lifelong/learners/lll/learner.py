@@ -49,6 +49,7 @@ from lifelong.learners.lll.bundle import Bundle, BundleError, Expect, decode, di
 from lifelong.learners.lll.cost import gmmc_fit_macs, gmmc_map_macs, maha_map_macs
 from lifelong.learners.lll.features import FeatureExtractor
 from lifelong.learners.lll.h2t import pool_size, select_channels
+from lifelong.learners.lll.lda import LDAAnchor, LDAMapper, fit_lda
 from lifelong.learners.lll.names import MAX_NAME, task_key
 from lifelong.tasks import Batch, Task
 
@@ -63,7 +64,9 @@ class LLLConfig(Config):
     image_size: int = 96
     bb: Literal["none", "partial", "full"] = "none"
     bb_stages: int = 3  # partial BB: biases only in the backbone's last N stages
-    mapper: Literal["gmmc", "maha"] = "gmmc"
+    # "lda": tied-covariance LDA from exactly pooled per-task statistics (lll.lda; not in
+    # the paper)
+    mapper: Literal["gmmc", "maha", "lda"] = "gmmc"
     gmm_components: int = 25  # k of the paper
     gmm_reg_covar: float = 1e-4  # variance floor of the mixtures (see anchors.fit_gmmc)
     maha_samples: int = 5  # m samples per class shared for the tied covariance
@@ -71,6 +74,11 @@ class LLLConfig(Config):
     # inverse); s in (0, 1]: (1 - s) S + s tr(S)/D I; "ledoit-wolf": s chosen from the data
     # (anchors.MahaMapper). The samples shared do not change, only the receiver's estimate.
     maha_shrinkage: float | Literal["ledoit-wolf"] = 0.0
+    # lda: covariance directions shared per class (r = 4 C: 5 C D values per task with the
+    # means, under the Mahalanobis anchor's 6 C D and GMMC's 50 D for C <= 10) and the
+    # shrinkage of the pooled covariance (docs/results.md, "A better task mapper")
+    lda_rank_per_class: int = 4
+    lda_shrinkage: float = 0.1
     lr: float = 1e-3  # Adam, as the original code
     patience: int = 10  # epochs without validation improvement before the task stops
     anchor_dtype: Literal["float32", "float16"] = "float32"  # float16 halves anchor bytes
@@ -101,6 +109,8 @@ class LLLConfig(Config):
         check(self.gmm_reg_covar > 0, "gmm_reg_covar must be > 0")
         check(self.maha_shrinkage == "ledoit-wolf" or 0 <= self.maha_shrinkage <= 1,
               "maha_shrinkage must be in [0, 1] or ledoit-wolf")
+        check(self.lda_rank_per_class >= 0 and 0 <= self.lda_shrinkage <= 1,
+              "lda_rank_per_class must be >= 0 and lda_shrinkage in [0, 1]")
         check(0 < self.h2t_fraction <= 1, "h2t_fraction must be in (0, 1]")
         check(self.h2t_features >= 1 and self.h2t_epochs >= 1,
               "h2t_features and h2t_epochs must be >= 1")
@@ -160,7 +170,7 @@ class LLL(Learner[LLLConfig]):
         self.seed = ctx.seed
         self.bundles: dict[int, Bundle] = {}  # task id -> bundle (own and received)
         self.bundle_bytes: dict[int, bytes] = {}
-        self._mapper: GMMCMapper | MahaMapper | None = None
+        self._mapper: GMMCMapper | MahaMapper | LDAMapper | None = None
         self.current: dict[str, Any] | None = None
         self.train_macs: dict[int, int] = {}
         self.learning: dict[int, dict[str, Any]] = {}  # per own task: best epoch, matches
@@ -356,7 +366,7 @@ class LLL(Learner[LLLConfig]):
         else:
             feats = self.extract.raw(task.train.images()).cpu().numpy()  # anchors: raw
         seed = self.seed * 1000 + task.id
-        anchor: GMMCAnchor | MahaAnchor
+        anchor: GMMCAnchor | MahaAnchor | LDAAnchor
         if self.cfg.mapper == "gmmc":
             fit: dict[str, int] = {}
             anchor = fit_gmmc(feats, self.cfg.gmm_components, seed, self.cfg.gmm_reg_covar,
@@ -364,6 +374,9 @@ class LLL(Learner[LLLConfig]):
             # the teacher's work of preparing its anchor (Table 2's "compute GMMC clusters")
             self._count(gmmc_fit_macs(len(feats), feats.shape[1], fit["components"],
                                       fit["em_iterations"], fit["kmeans_iterations"]))
+        elif self.cfg.mapper == "lda":
+            anchor = fit_lda(feats, task.train.labels.numpy(), task.num_classes,
+                             self.cfg.lda_rank_per_class)
         else:
             anchor = fit_maha(feats, task.train.labels.numpy(), task.num_classes,
                               self.cfg.maha_samples, seed)
@@ -504,6 +517,7 @@ class LLL(Learner[LLLConfig]):
                                           for s in range(self.backbone.num_stages)),
                       max_components=self.cfg.gmm_components,
                       max_samples_per_class=self.cfg.maha_samples,
+                      max_rank_per_class=self.cfg.lda_rank_per_class,
                       min_variance=0.99 * self.cfg.gmm_reg_covar)
 
     def _decode(self, data: bytes) -> Bundle:
@@ -557,11 +571,13 @@ class LLL(Learner[LLLConfig]):
         return {t: digest(d) for t, d in sorted(self.bundle_bytes.items())}
 
     # -- prediction ------------------------------------------------------------------------------
-    def mapper(self) -> GMMCMapper | MahaMapper:
+    def mapper(self) -> GMMCMapper | MahaMapper | LDAMapper:
         if self._mapper is None:
             anchors = {t: b.anchor for t, b in self.bundles.items()}
             self._mapper = (
                 GMMCMapper(cast(dict[int, GMMCAnchor], anchors)) if self.cfg.mapper == "gmmc"
+                else LDAMapper(cast(dict[int, LDAAnchor], anchors), self.cfg.lda_shrinkage)
+                if self.cfg.mapper == "lda"
                 else MahaMapper(cast(dict[int, MahaAnchor], anchors), self.cfg.maha_shrinkage))
         return self._mapper
 
