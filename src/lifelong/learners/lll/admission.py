@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from lifelong.learners.lll.anchors import GMMCAnchor
 from lifelong.learners.lll.bundle import Bundle, BundleError, show
+from lifelong.learners.lll.lda import LDAAnchor
 from lifelong.tasks import TaskStream
 
 __all__ = ["TaskFacts", "Admission", "stream_facts"]
@@ -66,6 +67,10 @@ class Admission:
         if isinstance(a, GMMCAnchor):
             if a.num_samples > facts.num_train:
                 raise BundleError(f"bundle refused: anchor claims {show(a.num_samples)} "
+                                  f"training samples; task {task_id} has {facts.num_train}")
+        elif isinstance(a, LDAAnchor):
+            if int(a.counts.sum()) > facts.num_train:
+                raise BundleError(f"bundle refused: LDA counts claim {int(a.counts.sum())} "
                                   f"training samples; task {task_id} has {facts.num_train}")
         elif len(a.samples) > facts.num_train:
             raise BundleError(f"bundle refused: {len(a.samples)} Mahalanobis samples; task "
