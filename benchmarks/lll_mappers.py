@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from lifelong.learners.lll.anchors import GMMCAnchor, GMMCMapper, MahaMapper, fit_maha
+from lifelong.learners.lll.lda import LDAMapper, fit_lda
 from lifelong.plots import plot_average_accuracy
 
 
@@ -56,11 +60,55 @@ def settings(res: dict) -> str:
     return text
 
 
+def _tensor_bytes(mapper: object) -> int:
+    """Bytes of the tensors a mapper holds (its bank)."""
+    return sum(v.numel() * v.element_size() for v in vars(mapper).values()
+               if isinstance(v, torch.Tensor))
+
+
+def timing(tasks: list[int], dim: int = 1280, classes: int = 49, k: int = 25,
+           repeat: int = 3) -> None:
+    """Mapping time of 256 inputs (median of ``repeat``) and bank memory of each mapper with
+    ``tasks`` synthetic tasks (random anchors: ``dim`` features, ``classes`` per task, GMMC
+    k, Mahalanobis m = 5, LDA r = 4 C), printed as ``name = value`` lines."""
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.random((256, dim)))
+    for T in tasks:
+        feats = [(rng.random((classes * 8, dim)).astype(np.float32),
+                  np.repeat(np.arange(classes), 8)) for _ in range(T)]
+        mappers = {
+            "gmmc": GMMCMapper({t: GMMCAnchor(f[:k], np.full((k, dim), 0.1, np.float32),
+                                              np.full(k, 1 / k, np.float32), len(f))
+                                for t, (f, _) in enumerate(feats)}),
+            "maha": MahaMapper({t: fit_maha(f, y, classes, 5, t)
+                                for t, (f, y) in enumerate(feats)}),
+            "maha_lw": MahaMapper({t: fit_maha(f, y, classes, 5, t)
+                                   for t, (f, y) in enumerate(feats)}, "ledoit-wolf"),
+            "lda": LDAMapper({t: fit_lda(f, y, classes, 4) for t, (f, y) in enumerate(feats)}),
+        }
+        for name, m in mappers.items():
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                m.map(x)
+                times.append(time.perf_counter() - start)
+            print(f"{name}_map256_ms_{T} = {1000 * float(np.median(times)):.1f}")
+            print(f"{name}_bank_mb_{T} = {_tensor_bytes(m) / 2**20:.1f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    p.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
-    p.add_argument("--out", required=True, help="path prefix of the two PNG files")
+    p.add_argument("runs", nargs="*", help="LABEL=RUN_DIR")
+    p.add_argument("--out", help="path prefix of the two PNG files")
+    p.add_argument("--timing", type=int, nargs="+", metavar="TASKS",
+                   help="instead: mapping time and bank memory at these task counts")
     args = p.parse_args()
+    if args.timing:
+        torch.set_num_threads(1)
+        timing(args.timing)
+        return
+    if not args.runs or not args.out:
+        p.error("LABEL=RUN_DIR ... and --out are needed (or --timing)")
     runs = {}
     for item in args.runs:
         label, _, path = item.partition("=")
