@@ -25,7 +25,10 @@ Class-incremental by design. Three parts, as in the paper's Algorithms 1-5:
   whose mean is nearest to its normalised feature. Scores are -||phi(x) - mu_y||^2.
   While a task trains (the runner evaluates every epoch) its classes have no exemplars yet;
   they are represented by the mean over all their training images (the mean that herding
-  approximates). The paper's horizontal-flip augmentation of the means is not used.
+  approximates). With ``flip_means`` (the default, as in the iCaRL code), each class mean is
+  taken over the exemplars and their horizontal mirror images: mu_y = normalise(mean of
+  phi(x) and phi(flip(x)) over the class's exemplars), i.e. the normalised average of the
+  two means; training, herding and the features of the images classified are unflipped.
 
 Task-il is supported by restricting the nearest-mean rule to the task's classes; training is
 the same in both settings.
@@ -62,6 +65,9 @@ class ICaRLConfig(CLConfig):
     # exemplars replayed per step; None: ceil(batch * |exemplars| / |task training set|),
     # each exemplar about once per epoch as in the paper's union of new data and exemplars
     replay_batch: int | None = None
+    # class means over the exemplars and their horizontal flips (the iCaRL code's
+    # class_means: (D x alpha + D2 x alpha) / 2 with D2 the flipped exemplars' features)
+    flip_means: bool = True
 
     @classmethod
     def with_memory(cls, n: int) -> dict[str, Any]:
@@ -208,6 +214,16 @@ class ICaRL(CLLearner[ICaRLConfig]):
 
     # -- nearest mean of exemplars -------------------------------------------------------------
     @torch.no_grad()
+    def _mean_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised features (N, D) to average into class means: of ``x`` (N, C, H, W),
+        or, with ``flip_means``, the average of those of ``x`` and of its horizontal flip
+        (the mean over both sets of a class is then the mean of these rows)."""
+        feats = self._normalised_features(x)
+        if self.cfg.flip_means:
+            feats = 0.5 * (feats + self._normalised_features(x.flip(-1)))
+        return feats
+
+    @torch.no_grad()
     def class_means(self) -> torch.Tensor:
         """Class means (S, D) in class-il column order: mean of the exemplars' normalised
         features, normalised; for the task in training (no exemplars yet), the mean over
@@ -216,7 +232,7 @@ class ICaRL(CLLearner[ICaRLConfig]):
             return self._means
         store = self.exemplars.all() if len(self.exemplars) else {}
         cols = self._columns(store["y"], store["task"]) if store else None
-        feats = self._normalised_features(store["x"]) if store else None
+        feats = self._mean_features(store["x"]) if store else None
         current: torch.Tensor | None = None  # (N, D) features of the current training set
         means = []
         for t in self.net.order:
@@ -228,7 +244,7 @@ class ICaRL(CLLearner[ICaRLConfig]):
                     f = feats[rows]
                 elif t == self.current_task and self.train_set is not None:
                     if current is None:
-                        current = self._normalised_features(self.train_set.images())
+                        current = self._mean_features(self.train_set.images())
                     f = current[(self.train_set.labels == c).nonzero().flatten().to(self.device)]
                 else:
                     raise RuntimeError(f"iCaRL has no exemplars of class {c} of task {t}")

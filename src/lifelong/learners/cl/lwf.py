@@ -30,6 +30,16 @@ MACs twice; a checkpoint without them (written before they existed) has them rec
 by ``begin_task``. Training MACs (``lifelong.macs``): the recording pass runs inside
 ``begin_task``, which the runner counts in full as the task's own work; the sampled
 training steps no longer contain an old-model forward pass.
+
+Warm-up (``warmup_epochs``): the paper's procedure (Li & Hoiem, section 3, "warm-up step")
+first freezes the shared parameters theta_s and the old tasks' theta_o and trains only the
+new task's theta_n, then trains all of them jointly with the loss above. Here the first
+``warmup_epochs`` epochs of every task after the first train only the new task's head on
+its cross-entropy (no distillation: nothing it constrains moves); the trunk's features are
+computed without gradient and every other parameter's gradient is dropped before the step.
+The paper trains the warm-up "to convergence" and gives no epoch count; the default 0 keeps
+the joint training from the first epoch (Avalanche's LwF; Mammoth's warms the classifier up
+for as many epochs as the task trains).
 """
 
 from __future__ import annotations
@@ -62,6 +72,9 @@ class LwFConfig(CLConfig):
     # (0.986 / 0.982 / 0.984). Class-il chose 1.0. Li & Hoiem and Mammoth: lambda_o = 1.
     lwf_alpha: float = 0.1
     temperature: float = 2.0  # T = 2 (Li & Hoiem; Mammoth's softmax_temp)
+    # epochs per task (after the first) training the new head alone, shared part frozen:
+    # Li & Hoiem's warm-up, "to convergence" in the paper; 0: none (Avalanche's LwF)
+    warmup_epochs: int = 0
     SEARCH: ClassVar[dict[str, tuple[Any, ...]]] = {"lwf_alpha": (0.1, 0.5, 1.0, 2.0, 5.0)}
     SEARCH_SOURCE: ClassVar[str] = "around Li & Hoiem's lambda_o = 1 (T kept at their 2)"
 
@@ -69,6 +82,7 @@ class LwFConfig(CLConfig):
         super().validate()
         check(self.lwf_alpha >= 0 and self.temperature > 0,
               "lwf_alpha must be >= 0 and temperature > 0")
+        check(self.warmup_epochs >= 0, "warmup_epochs must be >= 0")
 
 
 def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor,
@@ -94,6 +108,7 @@ class LwF(CLLearner[LwFConfig]):
         # order (= self.offsets). None before the first old model exists / between tasks.
         self.targets: torch.Tensor | None = None
         self.targets_task: int | None = None  # the task whose training images they cover
+        self.first_epoch: int | None = None  # global epoch of the current task's first epoch
 
     def begin_task(self, task: Task) -> None:
         if self.resuming(task):
@@ -105,9 +120,37 @@ class LwF(CLLearner[LwFConfig]):
             self.old = self.frozen_copy()
             self.old_tasks = list(self.net.order)
         super().begin_task(task)
+        self.first_epoch = None
         self.targets, self.targets_task = None, None
         if self.old is not None:
             self._record_targets(task)
+
+    def begin_epoch(self, epoch: int) -> None:
+        super().begin_epoch(epoch)
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+
+    def warming_up(self) -> bool:
+        """Whether this epoch trains the new head alone (the warm-up of a task that has an
+        old model; an ``observe`` before any ``begin_epoch`` counts as the first epoch)."""
+        if self.old is None or self.cfg.warmup_epochs == 0:
+            return False
+        done = 0 if self.first_epoch is None else self.epoch - self.first_epoch
+        return done < self.cfg.warmup_epochs
+
+    def _warmup_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One warm-up step: the new task's head on its cross-entropy, nothing else moves."""
+        with torch.no_grad():
+            h = self.net.features(batch.x)  # the frozen theta_s
+        loss = self.reduce(self.ce_per_example(h, batch.y, batch.task_id))
+        self.backward(loss)
+        new_head = {id(p) for p in self.net.heads[str(batch.task_id)].parameters()}
+        for p in self.trainable():  # class-il's loss reaches the old heads' columns too
+            if id(p) not in new_head:
+                p.grad = None  # optimizers skip parameters without a gradient
+        assert self.optimizer is not None
+        self.optimizer.step()
+        return {"loss": self.logged(loss, len(batch.y)), "distill": torch.zeros(())}
 
     def end_task(self, task: Task) -> None:
         self.targets, self.targets_task = None, None  # only the task being trained uses them
@@ -152,6 +195,8 @@ class LwF(CLLearner[LwFConfig]):
     def observe(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.check_batch(batch)
         self.net.train()
+        if self.warming_up():
+            return self._warmup_step(batch)
         h = self.net.features(batch.x)
         ce = self.ce_per_example(h, batch.y, batch.task_id)
         distill = torch.zeros_like(ce)
@@ -174,9 +219,11 @@ class LwF(CLLearner[LwFConfig]):
 
     def method_state(self) -> dict[str, Any]:
         if self.old is None:
-            return {"old": None, "old_tasks": [], "targets": None, "targets_task": None}
+            return {"old": None, "old_tasks": [], "targets": None, "targets_task": None,
+                    "first_epoch": self.first_epoch}
         return {"old": self.old.state_dict(), "old_tasks": list(self.old_tasks),
-                "targets": self.targets, "targets_task": self.targets_task}
+                "targets": self.targets, "targets_task": self.targets_task,
+                "first_epoch": self.first_epoch}
 
     def load_method_state(self, state: dict[str, Any]) -> None:
         self.old_tasks = [int(t) for t in state["old_tasks"]]
@@ -194,3 +241,5 @@ class LwF(CLLearner[LwFConfig]):
         self.targets = targets.to(self.device) if targets is not None else None
         task = state.get("targets_task")
         self.targets_task = int(task) if task is not None else None
+        first = state.get("first_epoch")  # absent from checkpoints older than the warm-up
+        self.first_epoch = int(first) if first is not None else None

@@ -1,5 +1,6 @@
-"""SupSup: Supermasks in Superposition (Wortsman et al., NeurIPS 2020), scenario GG (the task
-id is given at training and test time).
+"""SupSup: Supermasks in Superposition (Wortsman et al., NeurIPS 2020): scenario GG (the task
+id is given at training and test time) in task-il, scenario GN (given at training time,
+inferred at test time) in class-il.
 
 The network's weights are random and never trained: each weight is a signed constant,
 w = ±sqrt(2 / fan_in) with the sign of a Kaiming-normal draw (the "signed Kaiming constant"
@@ -21,15 +22,32 @@ masked layers (``bias=False``). The output layer is a fixed random signed-consta
 task (the task's head), masked like the rest: the code's shared output layer, one per task
 here because tasks may differ in their number of classes. Only the papers' trunk is built
 (conv layers with their pooling, then the hidden FC layers); the code's per-task
-non-affine BatchNorm is not (the benchmark networks have none). The one-shot task inference
-of scenarios GN/NNs is not built, so SupSup is task-incremental only.
+non-affine BatchNorm is not (the benchmark networks have none).
+
+One-shot task inference (the paper's section 3.3, used by ``predict(x, None)``, class-il):
+with the k masks learned so far, mixture coefficients alpha_i = 1/k give the superposed
+network f(x, W ⊙ sum_i alpha_i M_i) (every layer mixed with the same alpha); the task is
+
+    t = argmax_i ( -dH(f(x, alpha)) / d alpha_i ),    H the entropy of softmax(f),
+
+the mask whose weight would most reduce the output's entropy, from one gradient. Each layer
+is linear in its mask, so the mixed layer is sum_i alpha_i (W ⊙ M_i) x before its ReLU and
+pooling; computed that way alpha can be given per example, (B, k), and with ``infer:
+example`` (default) every test image picks its own task from its own gradient. ``infer:
+batch`` sums the entropies over the batch and picks one task for all of it, as the paper
+does with batches drawn from one task (an evaluation batch of one task's images then tells
+the method something the task-il oracle would). The output layers differ per task here (a
+fixed random one each); the mixed output is sum_i alpha_i (W_i ⊙ M_i) h, tasks with fewer
+classes padded with zero logits. The inferred task's head gives the scores of its classes;
+every other class scores -inf. The task in training (if any) takes part with the mask of
+its current scores.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn as nn
@@ -42,7 +60,11 @@ from lifelong.nets import NetSpec
 from lifelong.nets.convnet import same_max_pool
 from lifelong.tasks import Batch, Task
 
-__all__ = ["SupSup", "SupSupConfig", "SupSupNet", "FixedLayer", "top_k_mask"]
+__all__ = ["SupSup", "SupSupConfig", "SupSupNet", "FixedLayer", "top_k_mask",
+           "entropy_gradient"]
+
+
+INFER_CHUNK = 64  # images per superposed forward pass in per-example task inference
 
 
 @dataclass
@@ -51,6 +73,9 @@ class SupSupConfig(CLConfig):
     # ``sparsity`` argument of GetSubnet (top k kept); 0.5, not checked against the
     # paper's per-experiment values
     density: float = 0.5
+    # class-il task inference: one task per test image ("example", ours) or per batch
+    # ("batch", the paper's one-shot inference on a batch from one task)
+    infer: Literal["example", "batch"] = "example"
 
     def validate(self) -> None:
         super().validate()
@@ -104,13 +129,21 @@ class FixedLayer(nn.Module):
         self.pool = pool
         self.relu = relu
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def linear(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The layer before its ReLU and pooling: (W ⊙ mask) applied to ``x``."""
         w = self.weight * mask
         if self.conv:
-            x = F.conv2d(x, w, padding=w.shape[-1] // 2)
-            return same_max_pool(F.relu(x), self.pool)
-        x = F.linear(x.flatten(1), w)
-        return F.relu(x) if self.relu else x
+            return F.conv2d(x, w, padding=w.shape[-1] // 2)
+        return F.linear(x.flatten(1), w)
+
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
+        """ReLU and pooling (conv), ReLU unless an output layer (linear)."""
+        if self.conv:
+            return same_max_pool(F.relu(z), self.pool)
+        return F.relu(z) if self.relu else z
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.linear(x, mask))
 
 
 class SupSupNet(nn.Module):
@@ -146,13 +179,47 @@ class SupSupNet(nn.Module):
             x = layer(x, mask)
         return x  # (B, C_task)
 
+    def superposed(self, x: torch.Tensor, masks: dict[int, list[torch.Tensor]],
+                   alpha: torch.Tensor) -> torch.Tensor:
+        """The superposed network's output (B, C_max) for tasks ``list(masks)`` mixed by
+        ``alpha`` (B, k): every body layer is sum_i alpha_i (W ⊙ M_i) x, then its ReLU and
+        pooling; the output is sum_i alpha_i head_i(h; M_i), zero-padded to C_max."""
+        tasks = list(masks)
+
+        def mix(parts: list[torch.Tensor]) -> torch.Tensor:
+            shape = (len(x), len(tasks)) + (1,) * (parts[0].dim() - 1)
+            return (alpha.reshape(shape) * torch.stack(parts, dim=1)).sum(1)
+
+        for li, layer in enumerate(self.body):
+            x = cast(FixedLayer, layer).activate(
+                mix([cast(FixedLayer, layer).linear(x, masks[t][li]) for t in tasks]))
+        width = max(cast(FixedLayer, self.heads[str(t)]).weight.shape[0] for t in tasks)
+        outs = [cast(FixedLayer, self.heads[str(t)])(x, masks[t][-1]) for t in tasks]
+        return mix([F.pad(o, (0, width - o.shape[1])) for o in outs])  # (B, C_max)
+
+
+def entropy_gradient(net: SupSupNet, x: torch.Tensor, masks: dict[int, list[torch.Tensor]],
+                     per_example: bool = True) -> torch.Tensor:
+    """dH / d alpha at alpha = 1/k: (B, k) per example, or (1, k) for the batch's summed
+    entropy; H is the entropy of the superposed network's softmax output."""
+    k = len(masks)
+    rows = len(x) if per_example else 1
+    alpha = torch.full((rows, k), 1.0 / k, device=x.device, dtype=x.dtype, requires_grad=True)
+    with torch.enable_grad():
+        a = alpha if per_example else alpha.expand(len(x), k)
+        logp = F.log_softmax(net.superposed(x, masks, a), dim=1)
+        entropy = -(logp.exp() * logp).sum()  # examples are independent: per-row gradients
+        (grad,) = torch.autograd.grad(entropy, alpha)
+    return grad
+
 
 @LEARNERS.register("supsup")
 class SupSup(CLLearner[SupSupConfig]):
-    """SupSup (GG): a fixed random network, one learned top-k supermask per task."""
+    """SupSup: a fixed random network, one learned top-k supermask per task (GG; GN with
+    one-shot task inference in class-il)."""
 
     Config = SupSupConfig
-    settings = frozenset({"task-il"})
+    settings = frozenset({"task-il", "class-il"})
     # not a MultiHeadNet, but with the same head API (add_head, heads, order) the base uses
     net: SupSupNet  # type: ignore[assignment]
 
@@ -213,9 +280,38 @@ class SupSup(CLLearner[SupSupConfig]):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_id: int | None = None) -> torch.Tensor:
-        if task_id is None:
-            raise ValueError("SupSup (GG) is task-incremental: predict needs the task id")
-        return self.net(x, self._masks(task_id), task_id)
+        if task_id is not None:
+            return self.net(x, self._masks(task_id), task_id)
+        tasks = self.inferable()
+        chosen = self.infer_task(x)  # (B,) task ids
+        out = torch.full((len(x), self.ctx.num_global_classes), float("-inf"), device=x.device)
+        for t in tasks:
+            rows = (chosen == t).nonzero().flatten()
+            if len(rows):
+                ids = torch.tensor(self.class_ids[t], device=x.device)
+                out[rows[:, None], ids[None, :]] = self.net(x[rows], self._masks(t), t)
+        return out
+
+    def inferable(self) -> list[int]:
+        """Tasks with a mask: the finished ones and the one in training, in arrival order."""
+        return [t for t in self.net.order
+                if t in self.masks or (t == self.current_task and self.scores is not None)]
+
+    @torch.no_grad()
+    def infer_task(self, x: torch.Tensor) -> torch.Tensor:
+        """One-shot task inference: the task (B,) of each image of ``x`` (or one for the
+        whole batch, ``infer: batch``), argmax_i -dH/d alpha_i at alpha = 1/k."""
+        tasks = self.inferable()
+        if len(tasks) == 1:
+            return torch.full((len(x),), tasks[0], dtype=torch.long, device=x.device)
+        masks = {t: [m.detach() for m in self._masks(t)] for t in tasks}
+        if self.cfg.infer == "batch":
+            grad = entropy_gradient(self.net, x, masks, per_example=False)  # (1, k)
+        else:  # in chunks: the mixed layers hold k outputs per image, (b, k, C, H, W)
+            grad = torch.cat([entropy_gradient(self.net, x[i:i + INFER_CHUNK], masks)
+                              for i in range(0, len(x), INFER_CHUNK)])  # (B, k)
+        pick = (-grad).argmax(1).expand(len(x))  # (B,) positions in tasks
+        return torch.tensor(tasks, device=x.device)[pick]
 
     def parameter_count(self) -> int:
         """The fixed weights (body and heads); each task's mask adds one bit per weight of
