@@ -42,10 +42,12 @@ KINDS = {
              "test_bundle_trust", "test_lasem", "test_lasem_em", "test_dfcnn", "test_engine",
              "test_lasem_config", "test_compare_loss"),
     "contract": ("test_learners", "test_contributing", "test_baselines", "test_cl_baselines",
-                 "test_cl_isolation", "test_lll", "test_lll_fidelity", "test_mappers"),
+                 "test_cl_isolation", "test_lll",
+                 "test_cl_methods_more", "test_lll_fidelity", "test_mappers"),
     "protocol": ("test_benchmarks", "test_protocols_lasem", "test_shipped102"),
     "system": ("test_runner", "test_cli", "test_compare", "test_compare_views", "test_tune",
-               "test_population", "test_population_faults", "test_results_schema"),
+               "test_population", "test_population_faults",
+               "test_population_sharing", "test_results_schema"),
 }
 _KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
 
