@@ -129,7 +129,8 @@ def _agent(tmp_path) -> tuple[Agent, dict]:
 
 def test_untrusted_bundles_are_refused_and_the_agent_carries_on(tmp_path):
     teacher = Agent(RAW, 1, [2])
-    good = teacher.learn(2)["bundle"]
+    teacher.learn(2)
+    good = teacher.bundle(2)
     agent, before = _agent(tmp_path)
     lll = agent.learner
     bundle = decode(good, fingerprint=lll.backbone.fingerprint(),

@@ -148,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
                          "next task; Ray only)")
     sk.add_argument("--tasks", default="", help="explicit split, e.g. '0,1;2,3'")
     sk.add_argument("--threads", type=int, default=1, help="CPUs per agent (default 1)")
+    sk.add_argument("--device", default="cpu",
+                    help="each agent's device: cpu (default), cuda, or auto (CUDA where the "
+                         "cluster has GPUs); on CUDA every actor asks Ray for GPUs")
+    sk.add_argument("--gpus-per-agent", type=float, default=1.0,
+                    help="GPUs each agent asks Ray for on CUDA (a fraction shares one; "
+                         "default 1)")
     sk.add_argument("--restarts", type=int, default=0,
                     help="restart a dead agent from its saved bundles this many times")
     sk.add_argument("--epochs", type=int, help="most epochs per task (default: the paper's)")
@@ -307,14 +313,15 @@ def _cmd_skill(args: argparse.Namespace) -> int:
     if raw["run"].get("learner", "lll") != "lll":
         raise LifelongError("skill agents are Lightweight Lifelong Learners (learner lll)")
     raw = merge(raw, {"run": {"learner": "lll", "setting": "class-il", "threads": threads,
-                              "device": "cpu"},
+                              "device": args.device},
                       "learner": {k: v for k, v in (("mapper", args.mapper), ("bb", args.bb))
                                   if v is not None}})
     _check_root(raw["run"].get("benchmark"), raw["benchmark"])
     pop = build_config(PopulationConfig, {
         "agents": args.agents, "backend": args.backend, "address": args.address,
         "assignment": args.assignment, "tasks": args.tasks, "threads": threads,
-        "restarts": args.restarts}, section="population")
+        "restarts": args.restarts, "gpus_per_agent": args.gpus_per_agent},
+        section="population")
     out = args.out or f"runs/skill-{raw['run']['benchmark']}-{args.agents}"
     results = run_skill(raw, pop, out, overwrite=args.overwrite, progress=not args.quiet)
     return _print_skill(results, Path(out))

@@ -4,15 +4,22 @@ every agent can answer every task without a task oracle (SKILL paper, sections 3
     assignment = assign_tasks(num_tasks, agents, "balanced", sizes)
     result = run_population(raw, PopulationConfig(agents=2, backend="ray"), out)
 
-Engines:
+Engines: one loop (:func:`_engine`: hand out tasks, restart or bury the dead, collect
+receipts, catch up, evaluate) over two transports:
 
-- ``ray``: each agent is a Ray actor with ``threads`` CPUs (one share of the machine). The
-  driver hands each actor its next task; when a task is learned its bundle bytes go to every
-  other live actor (an actor runs calls in order, so a bundle is added after the receiver's
-  current task). ``address`` joins an existing cluster; otherwise ``ray.init`` starts a local
-  one, and its start-up is part of the measured time.
-- ``local``: the same agents in this process, one after another (tests, and the single-agent
-  reference).
+- ``ray``: each agent is a Ray actor with ``threads`` CPUs (and ``gpus_per_agent`` GPUs on
+  CUDA). The driver hands each actor its next task and the handles of its live peers; when
+  a task is learned the teacher puts its bundle in the object store once and calls every
+  peer's ``receive`` itself (in the peer's ``mail`` concurrency group, so it is taken in
+  while the peer learns); the driver gets the learned task's record and one small receipt
+  per peer, never bundle bytes (``PopulationResult.driver_bundle_bytes`` counts any that
+  came back). Catch-up works the same way: the driver asks a holder to send. The stream is
+  read once by the driver and mapped by every actor from the object store (unless its
+  pixels are memory-mapped files or over ``SHIP_LIMIT``: then each agent reads its own).
+  ``address`` joins an existing cluster; otherwise ``ray.init`` starts a local one, and its
+  start-up is part of the measured time.
+- ``local``: the same agents in this process, one after another, sharing one stream
+  (tests, and the single-agent reference).
 
 Fault tolerance: an agent whose process dies is marked dead; the others finish, keep what
 they received, and the tasks it had not shared are reported lost. With ``restarts`` > 0 a dead
@@ -25,7 +32,6 @@ agent are not learned again (a driver that died; ``lifelong skill --resume``).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,11 +40,16 @@ from typing import Any, Literal
 
 from lifelong.config import Config, check
 from lifelong.errors import ConfigError
-from lifelong.skill.agent import Agent, AgentCrash
+from lifelong.skill.agent import MAIL, Agent, AgentCrash, one_line
 from lifelong.skill.ray_cluster import check_capacity, cluster_cpus, start_ray
+from lifelong.tasks import TaskStream
 
-__all__ = ["PopulationConfig", "PopulationResult", "assign_tasks", "run_population",
-           "start_ray", "table2"]
+__all__ = ["PopulationConfig", "PopulationResult", "actor_resources", "assign_tasks",
+           "run_population", "start_ray", "table2"]
+
+#: Largest in-memory stream (bytes of pixel arrays) the driver ships to its actors through
+#: Ray's object store (one shared copy per machine) instead of each actor building its own.
+SHIP_LIMIT = 1 << 30
 
 
 @dataclass
@@ -59,6 +70,9 @@ class PopulationConfig(Config):
     crash_agent: int = -1  # fault drill: this agent's process dies ...
     crash_after: int = 1  # ... when it starts its (crash_after + 1)-th own task
     startup_timeout: float = 300.0  # s for every agent to start (Ray); then a one-line error
+    # GPUs each agent's actor asks Ray for when the run's device is CUDA (or auto on a
+    # cluster with GPUs); a fraction puts several agents on one GPU. CPU runs ask for none.
+    gpus_per_agent: float = 1.0
 
     def validate(self) -> None:
         check(self.agents >= 1, "agents must be >= 1")
@@ -67,6 +81,7 @@ class PopulationConfig(Config):
         check(self.restarts >= 0 and self.crash_after >= 0,
               "restarts and crash_after must be >= 0")
         check(self.startup_timeout > 0, "startup_timeout must be > 0")
+        check(self.gpus_per_agent > 0, "gpus_per_agent must be > 0")
 
 
 def assign_tasks(num_tasks: int, agents: int, mode: str, sizes: list[int] | None = None,
@@ -126,6 +141,9 @@ class PopulationResult:
     # Calls on an agent that raised (a delivery, catch-up or evaluation): recorded with a
     # one-line reason, and the run went on without them.
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # Bytes of bundle payloads in everything the driver received from its agents (teachers
+    # send to each other directly: 0 unless something routes a bundle through the driver).
+    driver_bundle_bytes: int = 0
 
     @property
     def survivors(self) -> list[int]:
@@ -137,11 +155,172 @@ class PopulationResult:
         return all(v == views[0] for v in views)
 
 
-# -- engines -------------------------------------------------------------------------------------
-def _one_line(err: BaseException) -> str:
-    """An exception as one bounded line (Ray's task errors carry whole tracebacks)."""
-    text = " ".join(str(getattr(err, "cause", None) or err).split())
-    return f"{type(err).__name__}: {text[:300]}"
+# -- the engine: one loop, two transports -----------------------------------------------------
+class _Dead(Exception):
+    """The agent's process is gone (an injected crash, a killed actor)."""
+
+
+class _Local:
+    """Agents in this process; learning runs one call at a time, in submission order (so
+    round r: every live agent learns its r-th task and shares it)."""
+
+    def __init__(self, make: Callable[[int, bool], Agent]) -> None:
+        self.make = make
+        self.agents: dict[int, Agent] = {}
+        self.queue: list[tuple[int, int]] = []
+        self.payload_bytes = 0  # bundle bytes the driver got back: none, by construction
+
+    def spawn(self, a: int, restore: bool) -> None:
+        self.agents[a] = self.make(a, restore)
+
+    def ready(self) -> dict[int, dict[int, str]]:
+        return {a: ag.holdings() for a, ag in self.agents.items()}
+
+    def set_peers(self, live: list[int]) -> None:
+        for a in live:
+            self.agents[a].set_peers({b: self.agents[b] for b in live})
+
+    def handles(self, ids: list[int]) -> dict[int, Any]:
+        return {b: self.agents[b] for b in ids}
+
+    def start(self, a: int, task: int) -> None:
+        self.queue.append((a, task))
+
+    def busy(self) -> bool:
+        return bool(self.queue)
+
+    def next(self) -> tuple[int, int, dict[str, Any] | None]:
+        """(agent, task, record), or record None when the agent died learning it."""
+        a, task = self.queue.pop(0)
+        try:
+            return a, task, self.agents[a].learn(task)
+        except AgentCrash:
+            return a, task, None
+
+    def call(self, a: int, name: str, *args: Any) -> Any:
+        return getattr(self.agents[a], name)(*args)
+
+    def call_all(self, ids: list[int], name: str) -> dict[int, Any]:
+        """``name()`` on each agent: its value, or the exception it raised."""
+        out: dict[int, Any] = {}
+        for a in ids:
+            try:
+                out[a] = self.call(a, name)
+            except Exception as err:  # recorded by the engine, per agent
+                out[a] = err
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class _Ray:
+    """Agents as Ray actors, ``threads`` CPUs (and ``gpus`` GPUs) each, with a ``mail``
+    concurrency group to receive in while they learn."""
+
+    def __init__(self, make_args: Callable[[int, bool], tuple[tuple[Any, ...], dict[str, Any]]],
+                 resources: dict[str, float], startup_timeout: float) -> None:
+        import ray
+
+        self.ray = ray
+        options: dict[str, Any] = {"max_restarts": 0, "concurrency_groups": {MAIL: 1},
+                                   **resources}
+        self.Actor = ray.remote(**options)(Agent)
+        self.make_args = make_args
+        self.resources = resources
+        self.startup_timeout = startup_timeout
+        self.actors: dict[int, Any] = {}
+        self.pending: dict[Any, tuple[int, int]] = {}
+        self.payload_bytes = 0
+
+    def spawn(self, a: int, restore: bool) -> None:
+        args, kwargs = self.make_args(a, restore)
+        self.actors[a] = self.Actor.remote(*args, **kwargs)
+
+    def _get(self, ref: Any, timeout: float | None = None) -> Any:
+        value = self.ray.get(ref, timeout=timeout)
+        self.payload_bytes += _payload_bytes(value)
+        return value
+
+    def ready(self) -> dict[int, dict[int, str]]:
+        """Wait until every agent has built its stream and backbone: start-up, measured
+        apart, and bounded: an actor the cluster cannot place would otherwise wait for
+        ever."""
+        from ray.exceptions import GetTimeoutError
+
+        ids = sorted(self.actors)
+        try:
+            first = self._get([self.actors[a].holdings.remote() for a in ids],
+                              timeout=self.startup_timeout)
+        except GetTimeoutError:
+            self.close()
+            total, free = cluster_cpus()
+            need = len(ids) * self.resources["num_cpus"]
+            raise ConfigError(f"the agents did not all start within {self.startup_timeout:g} "
+                              f"s: they need {need:g} CPUs, the cluster has {free:g} of "
+                              f"{total:g} free") from None
+        return dict(zip(ids, first, strict=True))
+
+    def set_peers(self, live: list[int]) -> None:
+        # ordered before each actor's later calls; a peer that died is found by its receipt
+        for a in live:
+            self.actors[a].set_peers.remote({b: self.actors[b] for b in live})
+
+    def handles(self, ids: list[int]) -> dict[int, Any]:
+        return {b: self.actors[b] for b in ids}
+
+    def start(self, a: int, task: int) -> None:
+        self.pending[self.actors[a].learn.remote(task)] = (a, task)
+
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def next(self) -> tuple[int, int, dict[str, Any] | None]:
+        from ray.exceptions import RayActorError
+
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+        a, task = self.pending.pop(ready[0])
+        try:
+            return a, task, self._get(ready[0])
+        except RayActorError:
+            return a, task, None
+        # any other RayTaskError is a bug in the agent's learning, not a death: it surfaces
+
+    def _unwrap(self, ref: Any) -> Any:
+        from ray.exceptions import RayActorError
+
+        try:
+            return self._get(ref)
+        except RayActorError:
+            raise _Dead() from None
+
+    def call(self, a: int, name: str, *args: Any) -> Any:
+        return self._unwrap(getattr(self.actors[a], name).remote(*args))
+
+    def call_all(self, ids: list[int], name: str) -> dict[int, Any]:
+        refs = {a: getattr(self.actors[a], name).remote() for a in ids}  # in parallel
+        out: dict[int, Any] = {}
+        for a, ref in refs.items():
+            try:
+                out[a] = self._unwrap(ref)
+            except Exception as err:  # _Dead, or the call raised (RayTaskError)
+                out[a] = err
+        return out
+
+    def close(self) -> None:
+        for actor in self.actors.values():
+            self.ray.kill(actor)
+
+
+def _payload_bytes(value: Any) -> int:
+    """Bytes of binary payloads (bundles) inside a value the driver received."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_payload_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_payload_bytes(v) for v in value)
+    return 0
 
 
 def _resume_state(histories: dict[int, list[dict[str, Any]]],
@@ -153,77 +332,120 @@ def _resume_state(histories: dict[int, list[dict[str, Any]]],
     return events, held
 
 
-def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], out: str,
-               notify: Callable[[dict[str, Any]], None], key: str | None = None,
-               resume: bool = False) -> PopulationResult:
-    start = time.perf_counter()
-    agents: dict[int, Agent] = {}
-    for a, tasks in enumerate(plan):
-        crash = cfg.crash_after if (a == cfg.crash_agent and not resume) else None
-        agents[a] = Agent(raw, a, tasks, out=out, threads=cfg.threads, crash_after=crash,
-                          restore=resume, key=key)
-    startup = time.perf_counter() - start
-    events, held = _resume_state({a: ag.history() for a, ag in agents.items()},
-                                 {a: ag.holdings() for a, ag in agents.items()})
-    queues = {a: [t for t in tasks if t not in held] for a, tasks in enumerate(plan)}
+def _engine(transport: _Local | _Ray, cfg: PopulationConfig, plan: list[list[int]],
+            notify: Callable[[dict[str, Any]], None], start: float,
+            order: list[int] | None = None, resume: bool = False) -> PopulationResult:
+    """The population's life, whatever the transport: start every agent, hand out tasks
+    (``plan``, or with ``order`` dynamically: a free agent takes the next task and a dead
+    agent's task goes back on the list), restart or bury the dead, collect receipts, catch
+    up every survivor, evaluate. Teachers send their bundles themselves; the driver sees
+    records and receipts only."""
+    t = transport
+    n = len(plan)
+    everything = sorted(x for tasks in plan for x in tasks)
+    failures: list[dict[str, Any]] = []
     dead: list[int] = []
     restarted: list[int] = []
-    failures: list[dict[str, Any]] = []
     restarts_left = cfg.restarts
+    try:
+        for a in range(n):
+            t.spawn(a, resume)
+        first = t.ready()
+        startup = time.perf_counter() - start
+        histories = t.call_all(list(range(n)), "history")
+        events, held = _resume_state(histories, first)
+        todo = [x for x in order if x not in held] if order is not None else None
+        queues = {a: [x for x in tasks if x not in held] for a, tasks in enumerate(plan)}
 
-    def guarded(a: int, call: str, fn: Callable[[], Any]) -> Any:
-        """Run one call on agent ``a``; an exception is recorded, not raised."""
-        try:
-            return fn()
-        except Exception as err:  # contained per agent: one bad call must not end the run
-            failures.append({"agent": a, "call": call, "reason": _one_line(err)})
+        def live() -> list[int]:
+            return [a for a in range(n) if a not in dead]
+
+        def fail(a: int, call: str, reason: str) -> None:
+            failures.append({"agent": a, "call": call, "reason": reason})
             notify({"event": "failed", "agent": a, "call": call})
-            return None
 
-    # Round r: every live agent learns its r-th task, then broadcasts it.
-    while any(queues[a] for a in agents if a not in dead):
-        for a in sorted(agents):
-            if a in dead or not queues[a]:
-                continue
-            task = queues[a][0]
-            try:
-                res = agents[a].learn(task)
-            except AgentCrash:
+        def receipts(rs: list[dict[str, Any]], call: str) -> None:
+            for r in rs:
+                if "failed" in r:
+                    fail(r["agent"], call, r["failed"])
+                elif "dead" not in r:  # a dead receiver is found when next called
+                    notify({"event": "received", "agent": r["agent"], "task": r["task"],
+                            "ok": r["ok"]})
+
+        def submit(a: int) -> None:
+            task = (todo.pop(0) if todo else None) if todo is not None else \
+                (queues[a][0] if queues[a] else None)
+            if task is not None:
+                t.start(a, task)
+
+        t.set_peers(live())
+        for a in range(n):
+            submit(a)
+        while t.busy():
+            a, task, res = t.next()
+            if res is None:
                 notify({"event": "dead", "agent": a, "task": task})
+                if todo is not None:
+                    todo.insert(0, task)  # someone else learns it
                 if restarts_left > 0:
                     restarts_left -= 1
-                    agents[a] = Agent(raw, a, plan[a], out=out, threads=cfg.threads,
-                                      restore=True, key=key)
+                    t.spawn(a, True)
                     restarted.append(a)
                     notify({"event": "restarted", "agent": a})
                 else:
                     dead.append(a)
+                t.set_peers(live())
+                if a not in dead:
+                    submit(a)
                 continue
-            queues[a].pop(0)
+            if todo is None:
+                queues[a].pop(0)
             events.append(_event(res))
             notify({"event": "learned", **_event(res)})
-            for b in sorted(agents):
-                if b != a and b not in dead:
-                    r = guarded(b, "receive", functools.partial(
-                        agents[b].receive, res["bundle"], source=f"agent-{a}"))
-                    if r is not None:
-                        notify({"event": "received", "agent": b, "task": res["task"],
-                                "ok": r["ok"]})
-    alive = [a for a in sorted(agents) if a not in dead]
-    for a, t, b in _missing({a: agents[a].holdings() for a in alive}):
-        guarded(a, "catch-up", functools.partial(
-            agents[a].receive, agents[b].bundle(t), source=f"catch-up from agent-{b}"))
-    learned = time.perf_counter() - start
-    accuracy, reports, holdings = {}, {}, {}
-    for a in alive:
-        acc = guarded(a, "evaluate", agents[a].evaluate)
-        if acc is None:
-            continue
-        accuracy[a], reports[a], holdings[a] = acc, agents[a].report(), agents[a].holdings()
-    wall = time.perf_counter() - start
-    return PopulationResult(plan, accuracy, reports, holdings, dead,
-                            _lost(plan, holdings), restarted, wall, startup, events, learned,
-                            failures)
+            receipts(res["receipts"], "receive")
+            submit(a)
+
+        held_now: dict[int, dict[int, str]] = {}
+        for a, h in t.call_all(live(), "holdings").items():
+            if isinstance(h, _Dead):
+                dead.append(a)
+            elif isinstance(h, Exception):
+                fail(a, "holdings", one_line(h))
+            else:
+                held_now[a] = h
+        for a, x, b in _missing(held_now):
+            try:  # b sends task x to a itself
+                receipts(t.call(b, "send", x, t.handles([a])), "catch-up")
+            except _Dead:
+                pass  # b is found dead at evaluation below
+            except Exception as err:
+                fail(b, "catch-up", one_line(err))
+        learned = time.perf_counter() - start
+        accuracy, reports, holdings = {}, {}, {}
+        results = {name: t.call_all(live(), name) for name in ("evaluate", "report",
+                                                                "holdings")}
+        for a in live():
+            got = {name: results[name][a] for name in results}
+            if any(isinstance(v, _Dead) for v in got.values()):
+                dead.append(a)
+                continue
+            bad = [(name, v) for name, v in got.items() if isinstance(v, Exception)]
+            for name, v in bad:
+                fail(a, name, one_line(v))
+            if not bad:
+                accuracy[a], reports[a], holdings[a] = got["evaluate"], got["report"], \
+                    got["holdings"]
+        wall = time.perf_counter() - start
+    finally:
+        t.close()
+    if order is not None:  # who actually learned what
+        plan = [[e["task"] for e in events if e["agent"] == a] for a in range(n)]
+        lost = sorted(set(everything) - set().union(*map(set, holdings.values())))
+    else:
+        lost = _lost(plan, holdings)
+    return PopulationResult(plan, accuracy, reports, holdings, sorted(dead), lost, restarted,
+                            wall, startup, events, learned, failures,
+                            driver_bundle_bytes=t.payload_bytes)
 
 
 def _missing(holdings: dict[int, dict[int, str]]) -> list[tuple[int, int, int]]:
@@ -239,8 +461,7 @@ def _missing(holdings: dict[int, dict[int, str]]) -> list[tuple[int, int, int]]:
 
 
 def _event(res: dict[str, Any]) -> dict[str, Any]:
-    return {k: res[k] for k in ("agent", "task", "seconds", "epochs", "macs")} | \
-        {"bytes": len(res["bundle"])}
+    return {k: res[k] for k in ("agent", "task", "seconds", "epochs", "macs", "bytes")}
 
 
 def _lost(plan: list[list[int]], holdings: dict[int, dict[int, str]]) -> list[int]:
@@ -248,199 +469,129 @@ def _lost(plan: list[list[int]], holdings: dict[int, dict[int, str]]) -> list[in
     return sorted(t for tasks in plan for t in tasks if t not in held)
 
 
+def actor_resources(cfg: PopulationConfig, device: str,
+                    cluster_gpus: float | None = None) -> dict[str, float]:
+    """What each agent's actor asks Ray for: ``threads`` CPUs, and ``gpus_per_agent``
+    GPUs (a fraction shares one) when the run's device is CUDA, or ``auto`` on a cluster
+    with GPUs (``cluster_gpus``: its total; None: look it up). CPU only otherwise."""
+    gpu = device.startswith("cuda")
+    if device == "auto":
+        if cluster_gpus is None:
+            import ray
+
+            cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        gpu = cluster_gpus > 0
+    return {"num_cpus": float(cfg.threads), "num_gpus": cfg.gpus_per_agent if gpu else 0.0}
+
+
+def _stream_ref(stream: TaskStream | None, limit: int = SHIP_LIMIT) -> Any:
+    """The driver's stream in Ray's object store, for every actor to map instead of
+    building it again (the folder index, the shipped arrays): None when there is none, or
+    when its pixels live in memory-mapped files or exceed ``limit`` bytes (then each agent
+    reads its own, as a separate machine would)."""
+    if stream is None:
+        return None
+    import mmap
+
+    import numpy as np
+    import ray
+
+    from lifelong.data.images import ArraySource
+
+    seen: dict[int, int] = {}
+    for task in stream:
+        for split in (task.train, task.val, task.test):
+            src = split.source
+            if isinstance(src, ArraySource):
+                arr: Any = src.array
+                while isinstance(arr, np.ndarray):
+                    if isinstance(arr, np.memmap):
+                        return None
+                    arr = arr.base
+                if isinstance(arr, mmap.mmap):
+                    return None
+                seen[id(src)] = src.array.nbytes
+    if sum(seen.values()) > limit:
+        return None
+    return ray.put(stream)
+
+
+def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], out: str,
+               notify: Callable[[dict[str, Any]], None], key: str | None = None,
+               resume: bool = False, stream: TaskStream | None = None) -> PopulationResult:
+    start = time.perf_counter()
+
+    def make(a: int, restore: bool) -> Agent:
+        crash = cfg.crash_after if (a == cfg.crash_agent and not restore) else None
+        return Agent(raw, a, plan[a], out=out, threads=cfg.threads, crash_after=crash,
+                     restore=restore, key=key, stream=stream)
+
+    return _engine(_Local(make), cfg, plan, notify, start, resume=resume)
+
+
 def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], out: str,
              notify: Callable[[dict[str, Any]], None],
              order: list[int] | None = None, key: str | None = None,
-             resume: bool = False) -> PopulationResult:
+             resume: bool = False, stream: TaskStream | None = None) -> PopulationResult:
     """``order``: dynamic assignment: whichever agent is free takes the next task of this
     list (largest first), and a dead agent's task goes back on it."""
     import ray
-    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
     start = time.perf_counter()
+    device = str(raw.get("run", {}).get("device", "cpu"))
     if not ray.is_initialized():
         start_ray(cfg.agents * cfg.threads, cfg.address)
-    check_capacity(len(plan), cfg.threads)
-    Actor = ray.remote(num_cpus=cfg.threads, max_restarts=0)(Agent)
-
-    todo = list(order) if order is not None else None
+    resources = actor_resources(cfg, device)
+    check_capacity(len(plan), cfg.threads, gpus=resources["num_gpus"])
     everything = sorted(t for tasks in plan for t in tasks)
-    failures: list[dict[str, Any]] = []
+    shared = _stream_ref(stream)
 
-    def spawn(a: int, restore: bool = False) -> Any:
+    def make_args(a: int, restore: bool) -> tuple[tuple[Any, ...], dict[str, Any]]:
         crash = cfg.crash_after if (a == cfg.crash_agent and not restore) else None
-        allowed = everything if todo is not None else plan[a]
-        return Actor.remote(raw, a, allowed, out=out, threads=cfg.threads, crash_after=crash,
-                            restore=restore, in_process=False, key=key,
-                            dynamic=todo is not None)
+        allowed = everything if order is not None else plan[a]
+        return (raw, a, allowed), dict(out=out, threads=cfg.threads, crash_after=crash,
+                                       restore=restore, in_process=False, key=key,
+                                       dynamic=order is not None, stream=shared)
 
-    def submit(a: int) -> None:
-        """Give agent ``a`` its next task, if any."""
-        if todo is not None:
-            task = todo.pop(0) if todo else None
-        else:
-            task = queues[a][0] if queues[a] else None
-        if task is not None:
-            pending[actors[a].learn.remote(task)] = (a, task)
-
-    def get(a: int, call: str, ref: Any) -> Any:
-        """One result from agent ``a``: a raised call is recorded, not re-raised; a dead
-        actor is re-raised (the caller decides what a death means there)."""
-        try:
-            return ray.get(ref)
-        except RayActorError:
-            raise
-        except RayTaskError as err:
-            failures.append({"agent": a, "call": call, "reason": _one_line(err)})
-            notify({"event": "failed", "agent": a, "call": call})
-            return None
-
-    actors = {a: spawn(a, restore=resume) for a in range(len(plan))}
-    # Wait until every agent has built its stream and backbone: start-up, measured apart,
-    # and bounded: an actor the cluster cannot place would otherwise wait for ever.
-    ready_refs = {a: actors[a].holdings.remote() for a in actors}
-    try:
-        first = ray.get(list(ready_refs.values()), timeout=cfg.startup_timeout)
-    except GetTimeoutError:
-        for actor in actors.values():
-            ray.kill(actor)
-        total, free = cluster_cpus()
-        raise ConfigError(f"the agents did not all start within {cfg.startup_timeout:g} s: "
-                          f"they need {len(plan) * cfg.threads} CPUs, the cluster has "
-                          f"{free:g} of {total:g} free") from None
-    startup = time.perf_counter() - start
-    histories = dict(zip(actors, ray.get([actors[a].history.remote() for a in actors]),
-                         strict=True))
-    events, held = _resume_state(histories, dict(zip(actors, first, strict=True)))
-    if todo is not None:
-        todo = [t for t in todo if t not in held]
-    queues = {a: [t for t in tasks if t not in held] for a, tasks in enumerate(plan)}
-    dead: list[int] = []
-    restarted: list[int] = []
-    restarts_left = cfg.restarts
-    deliveries: list[tuple[int, int, Any]] = []
-    pending: dict[Any, tuple[int, int]] = {}
-    for a in actors:
-        submit(a)
-
-    generation = dict.fromkeys(actors, 0)
-
-    def died(a: int, task: int) -> None:
-        nonlocal restarts_left
-        notify({"event": "dead", "agent": a, "task": task})
-        if todo is not None:
-            todo.insert(0, task)  # someone else learns it
-        if restarts_left > 0:
-            restarts_left -= 1
-            actors[a] = spawn(a, restore=True)
-            generation[a] += 1
-            restarted.append(a)
-            notify({"event": "restarted", "agent": a})
-            submit(a)
-        else:
-            dead.append(a)
-
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        ref = ready[0]
-        a, task = pending.pop(ref)
-        try:
-            res = ray.get(ref)
-        except (RayActorError, RayTaskError) as err:
-            if isinstance(err, RayTaskError) and not isinstance(err, RayActorError):
-                raise  # a bug in the agent's learning, not a death: surface it
-            died(a, task)
-            continue
-        if todo is None:
-            queues[a].pop(0)
-        events.append(_event(res))
-        notify({"event": "learned", **_event(res)})
-        blob = ray.put(res["bundle"])  # one copy in the object store, read by every receiver
-        for b in actors:
-            if b != a and b not in dead:
-                deliveries.append((b, generation[b],
-                                   actors[b].receive.remote(blob, source=f"agent-{a}")))
-        submit(a)
-    for b, gen, ref in deliveries:
-        try:
-            r = get(b, "receive", ref)
-            if r is not None:
-                notify({"event": "received", "agent": b, "task": r["task"], "ok": r["ok"]})
-        except RayActorError:
-            # a delivery to an agent that died: if it was restarted, catch-up covers it
-            if b not in dead and gen == generation[b]:
-                dead.append(b)
-    alive = [a for a in sorted(actors) if a not in dead]
-    held_now = {}
-    for a in alive:
-        try:
-            h = get(a, "holdings", actors[a].holdings.remote())
-        except RayActorError:
-            dead.append(a)
-            continue
-        if h is not None:
-            held_now[a] = h
-    for a, t, b in _missing(held_now):
-        try:
-            get(a, "catch-up", actors[a].receive.remote(actors[b].bundle.remote(t),
-                                                        source=f"catch-up from agent-{b}"))
-        except RayActorError:
-            pass  # found dead at evaluation below
-    learned = time.perf_counter() - start
-    alive = [a for a in sorted(actors) if a not in dead]
-    acc_refs = {a: actors[a].evaluate.remote() for a in alive}
-    accuracy, reports, holdings = {}, {}, {}
-    for a in alive:
-        try:
-            acc = get(a, "evaluate", acc_refs[a])
-            if acc is None:
-                continue
-            rep = get(a, "report", actors[a].report.remote())
-            hold = get(a, "holdings", actors[a].holdings.remote())
-        except RayActorError:
-            dead.append(a)
-            continue
-        if rep is not None and hold is not None:
-            accuracy[a], reports[a], holdings[a] = acc, rep, hold
-    wall = time.perf_counter() - start
-    for actor in actors.values():
-        ray.kill(actor)
-    if todo is not None:  # who actually learned what
-        plan = [[e["task"] for e in events if e["agent"] == a] for a in range(len(plan))]
-        lost = sorted(set(everything) - set().union(*map(set, holdings.values())))
-    else:
-        lost = _lost(plan, holdings)
-    return PopulationResult(plan, accuracy, reports, holdings, sorted(dead),
-                            lost, restarted, wall, startup, events, learned, failures)
+    return _engine(_Ray(make_args, resources, cfg.startup_timeout), cfg, plan, notify, start,
+                   order=order, resume=resume)
 
 
 def run_population(raw: dict[str, Any], cfg: PopulationConfig, out: str | Path,
                    notify: Callable[[dict[str, Any]], None] = lambda e: None,
                    plan: list[list[int]] | None = None,
                    sizes: list[int] | None = None, key: bytes | None = None,
-                   resume: bool = False) -> PopulationResult:
+                   resume: bool = False, stream: TaskStream | None = None) -> PopulationResult:
     """Assign tasks (unless ``plan`` is given), run the agents on the chosen backend,
     evaluate every survivor on every task. ``notify`` receives one event dict per learned
     task, delivery and death (for a live view). ``key``: the population's secret; every
     bundle is signed with it and must verify. ``resume``: every agent restores the bundles
-    it saved under ``out``, and tasks some agent already holds are not learned again."""
+    it saved under ``out``, and tasks some agent already holds are not learned again.
+    ``stream``: the stream of ``raw``, if the caller has built it (it is then not built
+    again: the agents get it, through Ray's object store on that backend)."""
     dynamic = cfg.assignment == "dynamic" and not cfg.tasks and cfg.backend == "ray"
-    if plan is None or (dynamic and sizes is None):
+    if stream is None and (plan is None or (dynamic and sizes is None)):
         from lifelong.experiment import make_experiment
 
         stream = make_experiment(raw).build_stream()
+    if stream is not None:  # read once here, handed to every agent
         sizes = [len(t.train) for t in stream]
-        plan = assign_tasks(len(stream), cfg.agents, cfg.assignment, sizes, cfg.tasks)
+        if plan is None:
+            plan = assign_tasks(len(stream), cfg.agents, cfg.assignment, sizes, cfg.tasks)
+    assert plan is not None
     hexkey = key.hex() if key is not None else None
     if dynamic:
         assert sizes is not None
         order = sorted(range(len(sizes)), key=lambda t: (-sizes[t], t))
-        return _run_ray(raw, cfg, plan, str(out), notify, order, key=hexkey, resume=resume)
+        return _run_ray(raw, cfg, plan, str(out), notify, order, key=hexkey, resume=resume,
+                        stream=stream)
     if cfg.crash_agent >= len(plan):
         raise ConfigError(f"crash_agent {cfg.crash_agent}: there are {len(plan)} agents")
     if cfg.backend == "ray":
-        return _run_ray(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume)
-    return _run_local(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume)
+        return _run_ray(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume,
+                        stream=stream)
+    return _run_local(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume,
+                      stream=stream)
 
 
 # -- the paper's Table 2 ---------------------------------------------------------------------------
@@ -477,7 +628,8 @@ def table2(result: PopulationResult, alpha: float, mapper: str,
            "bytes_per_task": (sum(bytes_per_task.values()) / len(bytes_per_task)
                               if bytes_per_task else 0.0),
            "wall_seconds": result.wall_seconds, "startup_seconds": result.startup_seconds,
-           "learn_seconds": result.learn_seconds}
+           "learn_seconds": result.learn_seconds,
+           "driver_bundle_bytes": result.driver_bundle_bytes}
     if single_agent_seconds is not None:
         row["speedup"] = single_agent_seconds / result.wall_seconds
     return row

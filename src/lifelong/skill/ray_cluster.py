@@ -11,7 +11,8 @@
   or ``~/.ray/auth_token`` (what ``ray start --head`` writes); we set ``RAY_AUTH_MODE=token``
   when it is unset so that the token is sent, and say so in one line if none is found.
 - ``ray://`` (Ray Client) needs ``ray[client]``; without it the address is refused in one line.
-- **An undersized cluster is an error**, not an endless wait: :func:`check_capacity`.
+- **An undersized cluster is an error**, not an endless wait: :func:`check_capacity` (CPUs,
+  and GPUs when the agents ask for them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from lifelong.errors import ConfigError
 
-__all__ = ["start_ray", "check_address", "check_capacity", "cluster_cpus"]
+__all__ = ["start_ray", "check_address", "check_capacity", "cluster_cpus", "cluster_gpus"]
 
 _LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -110,16 +111,30 @@ def cluster_cpus() -> tuple[float, float]:
             float(ray.available_resources().get("CPU", 0.0)))
 
 
-def check_capacity(agents: int, threads: int, wait_s: float = 20.0) -> None:
-    """ConfigError unless the cluster has the CPUs every agent asks for: at once if it has
-    too few in all; after ``wait_s`` if too few are free (CPUs of actors just killed come
-    back within a second or two)."""
+def cluster_gpus() -> tuple[float, float]:
+    """(total, available) GPUs of the connected cluster."""
+    import ray
+
+    return (float(ray.cluster_resources().get("GPU", 0.0)),
+            float(ray.available_resources().get("GPU", 0.0)))
+
+
+def check_capacity(agents: int, threads: int, wait_s: float = 20.0, gpus: float = 0.0) -> None:
+    """ConfigError unless the cluster has the CPUs (and ``gpus`` GPUs per agent) every agent
+    asks for: at once if it has too few in all; after ``wait_s`` if too few are free (CPUs
+    of actors just killed come back within a second or two)."""
     need = agents * threads
     total, free = cluster_cpus()
     if total < need:
         raise ConfigError(f"{agents} agents x {threads} CPUs need {need} CPUs; the Ray cluster "
                           f"has {total:g} (use fewer --agents or --threads, or a larger "
                           "cluster)")
+    if gpus > 0:
+        total_gpus, _ = cluster_gpus()
+        if total_gpus < agents * gpus:
+            raise ConfigError(f"{agents} agents x {gpus:g} GPUs need {agents * gpus:g} GPUs; "
+                              f"the Ray cluster has {total_gpus:g} (use --device cpu, a "
+                              "smaller population.gpus_per_agent, or fewer --agents)")
     deadline = time.monotonic() + wait_s
     while free < need and time.monotonic() < deadline:
         time.sleep(0.25)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,10 +18,17 @@ from lifelong.config import build_config, config_to_dict
 from lifelong.errors import ConfigError
 from lifelong.experiment import make_experiment
 from lifelong.io import atomic_write_json
-from lifelong.skill.population import PopulationConfig, assign_tasks, run_population, table2
+from lifelong.skill.population import (
+    PopulationConfig,
+    actor_resources,
+    assign_tasks,
+    run_population,
+    table2,
+)
 from lifelong.skill.population_report import write_population
 from lifelong.skill.ray_cluster import check_address, check_capacity, start_ray
 from lifelong.skill.signing import new_key, read_key, write_key
+from lifelong.tasks import TaskStream
 
 __all__ = ["run_skill", "resume_skill"]
 
@@ -89,7 +97,7 @@ class _View:
             self.live.update(self._table())
 
 
-def _start_cluster(pop: PopulationConfig) -> None:
+def _start_cluster(pop: PopulationConfig, device: str) -> None:
     """Start or join Ray and check it can hold the agents, before anything is written."""
     if pop.backend != "ray":
         return
@@ -98,7 +106,29 @@ def _start_cluster(pop: PopulationConfig) -> None:
 
     if not ray.is_initialized():
         start_ray(pop.agents * pop.threads, pop.address)
-    check_capacity(pop.agents, pop.threads)
+    check_capacity(pop.agents, pop.threads, gpus=actor_resources(pop, device)["num_gpus"])
+
+
+def _stream_while_cluster_starts(exp: Any, pop: PopulationConfig) -> TaskStream:
+    """The stream, read once (the agents get this copy), while Ray starts in the main
+    thread (ray.init does not work from another thread); its errors come first."""
+    box: list[Any] = []
+
+    def read() -> None:
+        try:
+            box.append(exp.build_stream())
+        except BaseException as err:  # re-raised below, in the caller's thread
+            box.append(err)
+
+    reader = threading.Thread(target=read, name="read-stream", daemon=True)
+    reader.start()
+    try:
+        _start_cluster(pop, str(exp.run.device))
+    finally:
+        reader.join()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
 
 
 def run_skill(raw: dict[str, Any], pop: PopulationConfig, out: str | Path, *,
@@ -110,10 +140,9 @@ def run_skill(raw: dict[str, Any], pop: PopulationConfig, out: str | Path, *,
     signing key, mode 0600): what :func:`resume_skill` needs if the driver dies."""
     out = Path(out)
     exp = make_experiment(raw)  # validate everything before anything is written
-    stream = exp.build_stream()
+    stream = _stream_while_cluster_starts(exp, pop)
     sizes = [len(t.train) for t in stream]
     plan = assign_tasks(len(stream), pop.agents, pop.assignment, sizes, pop.tasks)
-    _start_cluster(pop)
     _prepare(out, overwrite)
     key = new_key()
     write_key(out, key)
@@ -145,9 +174,8 @@ def resume_skill(out: str | Path, *, address: str | None = None,
     pop = build_config(PopulationConfig, saved, section="population")
     key = read_key(out)
     exp = make_experiment(raw)
-    stream = exp.build_stream()
+    stream = _stream_while_cluster_starts(exp, pop)
     sizes = [len(t.train) for t in stream]
-    _start_cluster(pop)
     return _run(exp, stream, raw, pop, out, plan, sizes, key, progress, resume=True)
 
 
@@ -158,7 +186,7 @@ def _run(exp: Any, stream: Any, raw: dict[str, Any], pop: PopulationConfig, out:
     start = time.perf_counter()
     with view.live if view.live else nullcontext():
         result = run_population(raw, pop, out, notify=view, plan=plan, sizes=sizes, key=key,
-                                resume=resume)
+                                resume=resume, stream=stream)
     elapsed = time.perf_counter() - start
     table = table2(result, pop.alpha, exp.learner.mapper)
     settings = {**exp.to_dict(), "population": config_to_dict(pop),

@@ -253,14 +253,8 @@ class LLL(Learner[LLLConfig]):
         if cur["bb"] is not None:
             return
         n = len(task.train)
-        splits = [s for s in (task.train, task.val) if len(s)]
-        if not splits:
-            feats = torch.zeros(0, self.backbone.num_features, device=self.device)
-        elif all(s.shape == splits[0].shape for s in splits):
-            # the task's images (N_tr + N_va, C, H, W) in one pass; the copy is freed after
-            feats = self.extract.raw(torch.cat([s.images() for s in splits]))
-        else:  # (never in our benchmarks) splits of different image sizes
-            feats = torch.cat([self.extract.raw(s.images()) for s in splits])
+        # (N_tr + N_va, D), the pixels read a chunk at a time (never the whole split)
+        feats = self.extract.raw_splits([s for s in (task.train, task.val) if len(s)])
         cur["train_feats"], cur["val_feats"] = feats[:n], feats[n:]  # (N_tr, D), (N_va, D)
         cur["val_labels"] = task.val.labels.to(self.device)
 
@@ -364,7 +358,7 @@ class LLL(Learner[LLLConfig]):
         if cur.get("train_feats") is not None:  # no BB: the raw features, computed already
             feats = cur["train_feats"].cpu().numpy()  # (N_tr, D)
         else:
-            feats = self.extract.raw(task.train.images()).cpu().numpy()  # anchors: raw
+            feats = self.extract.raw_splits([task.train]).cpu().numpy()  # anchors: raw
         seed = self.seed * 1000 + task.id
         anchor: GMMCAnchor | MahaAnchor | LDAAnchor
         if self.cfg.mapper == "gmmc":
