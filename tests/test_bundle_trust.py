@@ -35,8 +35,12 @@ def honest():
     """Bytes of task 2 (a task the receiver may take) and task 0 (the receiver's own), from
     a GMMC teacher, and task 2 from a Mahalanobis teacher."""
     gmmc = Agent(RAW, 1, [0, 2])
-    t0, t2 = gmmc.learn(0)["bundle"], gmmc.learn(2)["bundle"]
-    maha = Agent(MAHA, 1, [2]).learn(2)["bundle"]
+    gmmc.learn(0)
+    gmmc.learn(2)
+    t0, t2 = gmmc.bundle(0), gmmc.bundle(2)
+    teacher = Agent(MAHA, 1, [2])
+    teacher.learn(2)
+    maha = teacher.bundle(2)
     return {"task0": t0, "task2": t2, "maha2": maha}
 
 
@@ -362,7 +366,8 @@ def test_unsigned_wrongly_signed_and_foreign_bundles_are_refused_and_signed_ones
         tmp_path):
     key, other = new_key(), new_key()
     teacher = Agent(RAW, 1, [2], key=key.hex())
-    signed = teacher.learn(2)["bundle"]
+    teacher.learn(2)
+    signed = teacher.bundle(2)
     inner = verify(key, signed)
     student = Agent(RAW, 0, [0], out=str(tmp_path), key=key.hex())
     tampered = bytearray(signed)

@@ -77,7 +77,10 @@ def test_icarl_nme_prediction_matches_hand_computation():
     x = stream[0].test.images(np.arange(8))
     with torch.no_grad():
         h = F.normalize(net.features(x), dim=1)
-        ex = F.normalize(net.features(mem["x"]), dim=1)
+        # flip_means (the default, as in the iCaRL code): each exemplar counts as itself
+        # and its horizontal flip
+        ex = 0.5 * (F.normalize(net.features(mem["x"]), dim=1)
+                    + F.normalize(net.features(mem["x"].flip(-1)), dim=1))
     means = []
     for c in range(2):
         mu = ex[mem["y"] == c].mean(0)
