@@ -162,10 +162,14 @@ class Agent:
 
     def _warm_up(self) -> None:
         """Count the backbone's MACs per image now (torch's flop counter on the eager
-        backbone: seconds), as part of start-up rather than of the first task. Uses the
-        global RNG, which every task reseeds before its head is drawn."""
+        backbone: seconds) and warm the inference engine up, as part of start-up rather
+        than of the first task. Uses the global RNG, which every task reseeds before its
+        head is drawn."""
         ex, cfg = self.learner.extract, self.learner.cfg
         ex.unit_macs("forward")
+        # the engine's first runs are slow (session, memory plan): pay them here too
+        ex.warm_up([self.learner.backbone.num_stages]
+                   + ([ex.bb_from] if cfg.bb == "partial" and ex.bb_from > 0 else []))
         if cfg.bb != "none":
             for kind in ("top", "bb_step") + (("stage_input",) if ex.bb_from > 0 else ()):
                 ex.unit_macs(kind, ex.bb_from)
