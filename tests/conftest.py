@@ -47,7 +47,7 @@ KINDS = {
     "protocol": ("test_benchmarks", "test_protocols_lasem", "test_shipped102"),
     "system": ("test_runner", "test_cli", "test_compare", "test_compare_views", "test_tune",
                "test_population", "test_population_faults",
-               "test_population_sharing", "test_results_schema"),
+               "test_population_sharing", "test_results_schema", "test_planted"),
 }
 _KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
 

@@ -33,7 +33,7 @@ from lifelong.learners.selective import (
     SelectiveLearner,
     TFFields,
 )
-from lifelong.learners.transfer import Bits, all_configs, check_groups
+from lifelong.learners.transfer import Bits, all_configs, check_groups, config_name
 from lifelong.tasks import Batch, Task
 
 __all__ = ["BruteForceHPS", "BruteForceTF", "BruteForceDFCNN", "BruteForce", "BruteForceFields"]
@@ -60,6 +60,8 @@ class BruteForce(SelectiveLearner):
         self.best_val: list[float] = []  # best over the task's epochs so far, per candidate
         self.task_epochs = 0  # epochs trained on the current task since the last scoring
         self._task: Task | None = None
+        #: finished searches: task id -> configuration name -> its best validation accuracy
+        self.search_scores: dict[int, dict[str, float]] = {}
 
     def _use(self, k: int) -> None:
         """Point the model at candidate k (its shared copy, its task module, its config)."""
@@ -157,14 +159,22 @@ class BruteForce(SelectiveLearner):
             if self.task_epochs:
                 self._score()
             self._use(self.best)  # the winner's shared copy and task module stay in the model
+            self.search_scores[task.id] = {config_name(c): v for c, v in
+                                           zip(self.configs, self.best_val, strict=True)}
             self.fix_config(task.id, self.configs[self.best])
             self.candidates, self.optimizers = [], []
         super().end_task(task)
+
+    def report(self) -> dict[str, Any]:
+        """Each finished search's scores (task -> configuration -> best validation accuracy),
+        so how clearly the winner won can be read from results.json."""
+        return {"search_scores": {str(t): dict(s) for t, s in sorted(self.search_scores.items())}}
 
     # -- checkpoints: the candidates are part of the state while a task searches ---------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["bruteforce"] = {
+            "search_scores": {str(t): dict(s) for t, s in self.search_scores.items()},
             "best": self.best,
             "val_accuracy": list(self.val_accuracy),
             "best_val": list(self.best_val),
@@ -179,6 +189,8 @@ class BruteForce(SelectiveLearner):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         bf = state["bruteforce"]
+        self.search_scores = {int(t): {str(c): float(v) for c, v in s.items()}
+                              for t, s in bf.get("search_scores", {}).items()}
         searching = state["current_task"] is not None and bf["candidates"]
         if searching:  # the searching task has no fixed configuration yet
             t = int(state["current_task"])
