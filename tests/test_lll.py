@@ -211,6 +211,28 @@ def test_bundles_round_trip_into_a_fresh_learner(tmp_path):
     assert fresh.bundle_digests() == learner.bundle_digests()
 
 
+@pytest.mark.parametrize("mapper", ["gmmc", "maha", "lda"])
+def test_the_bank_holds_each_bundle_once(tmp_path, mapper):
+    """The decoded bundles read the held bytes in place: every tensor of a bundle (head,
+    biases, anchor) lies inside that bundle's bytes, and the anchor arrays refuse writes."""
+    learner, _, _ = _run(tmp_path, "full", tasks=2, epochs=1, mapper=mapper)
+
+    def inside(ptr: int, nbytes: int, data: bytes) -> bool:
+        base = np.frombuffer(data, dtype=np.uint8).ctypes.data
+        return base <= ptr and ptr + nbytes <= base + len(data)
+
+    for t, data in learner.bundle_bytes.items():
+        b = learner.bundles[t]
+        for x in (b.head_weight, b.head_bias, b.bb):
+            assert x is not None and inside(x.data_ptr(), x.numel() * x.element_size(), data)
+        arrays = [v for v in vars(b.anchor).values() if isinstance(v, np.ndarray)]
+        assert arrays
+        for arr in arrays:
+            assert inside(arr.ctypes.data, arr.nbytes, data)
+            with pytest.raises(ValueError):
+                arr.flat[0] = 0
+
+
 def _bundle_and_backbone(tmp_path):
     learner, _, _ = _run(tmp_path, "none")
     return learner.export_bundle(0), learner.backbone

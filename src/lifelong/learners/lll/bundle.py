@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,21 +149,21 @@ def encode(b: Bundle, anchor_dtype: torch.dtype = torch.float32) -> bytes:
     a = b.anchor
     if isinstance(a, GMMCAnchor):
         kind = "gmmc"
-        t["gmmc.means"] = torch.from_numpy(a.means).to(anchor_dtype)
-        t["gmmc.variances"] = torch.from_numpy(a.variances).to(anchor_dtype)
-        t["gmmc.weights"] = torch.from_numpy(a.weights).float()
+        t["gmmc.means"] = torch.tensor(a.means).to(anchor_dtype)
+        t["gmmc.variances"] = torch.tensor(a.variances).to(anchor_dtype)
+        t["gmmc.weights"] = torch.tensor(a.weights).float()
         extra["num_samples"] = int(a.num_samples)
     elif isinstance(a, LDAAnchor):
         kind = "lda"
-        t["lda.means"] = torch.from_numpy(a.means).to(anchor_dtype)
-        t["lda.counts"] = torch.from_numpy(a.counts).long()
-        t["lda.basis"] = torch.from_numpy(a.basis).to(anchor_dtype)
+        t["lda.means"] = torch.tensor(a.means).to(anchor_dtype)
+        t["lda.counts"] = torch.tensor(a.counts).long()
+        t["lda.basis"] = torch.tensor(a.basis).to(anchor_dtype)
         t["lda.residual"] = torch.tensor([a.residual], dtype=torch.float32)
     else:
         kind = "maha"
-        t["maha.means"] = torch.from_numpy(a.means).to(anchor_dtype)
-        t["maha.samples"] = torch.from_numpy(a.samples).to(anchor_dtype)
-        t["maha.labels"] = torch.from_numpy(a.sample_labels).long()
+        t["maha.means"] = torch.tensor(a.means).to(anchor_dtype)
+        t["maha.samples"] = torch.tensor(a.samples).to(anchor_dtype)
+        t["maha.labels"] = torch.tensor(a.sample_labels).long()
     manifest = {"format": FORMAT, "key": b.key, "class_names": list(b.class_names),
                 "fingerprint": b.fingerprint, "anchor": kind, "bb_from_stage": b.bb_from_stage,
                 "head_norm": b.head_norm, "info": b.info, "payload_sha256": _payload_sha256(t),
@@ -286,9 +287,51 @@ def _tensor(t: dict[str, torch.Tensor], name: str, dtypes: tuple[torch.dtype, ..
     return x
 
 
+#: safetensors dtype codes of the tensors a bundle may hold.
+_DTYPES = {"F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
+
+
+def _views(data: bytes, header: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The blob's tensors as views of ``data`` itself, without a copy, so an agent's bank
+    holds each bundle's bytes once and the decoded bundle reads them in place. Only called
+    after safetensors' own parser has accepted the blob (a full table of in-bounds,
+    non-overlapping ranges whose sizes match dtype x shape); a dtype a bundle never holds
+    is refused here. The views are never written (``_readonly`` marks the arrays made from
+    them)."""
+    base = 8 + int.from_bytes(data[:8], "little")
+    out = {}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(spec["dtype"])
+        if dtype is None:
+            raise _fail(f"tensor {show(name)} has dtype {show(spec['dtype'])}")
+        start, end = spec["data_offsets"]
+        shape = [int(n) for n in spec["shape"]]
+        count = (end - start) // dtype.itemsize
+        if not count:
+            out[name] = torch.empty(shape, dtype=dtype)
+            continue
+        with warnings.catch_warnings():  # bytes are immutable: torch warns it cannot write
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.frombuffer(data, dtype=dtype, count=count, offset=base + start)
+        out[name] = flat.reshape(shape)
+    return out
+
+
+def _readonly(x: torch.Tensor) -> np.ndarray:
+    """A numpy view of a tensor decoded in place (``_views``), marked read-only: writing to
+    it would change the shared, signed bytes."""
+    arr = x.numpy()
+    arr.setflags(write=False)
+    return arr
+
+
 def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
-    _, manifest = _header(data, max_bytes)
-    tensors = st_load(bytes(data))
+    header, manifest = _header(data, max_bytes)
+    st_load(bytes(data))  # safetensors' checks of the table; the copies it makes are dropped
+    tensors = _views(bytes(data), header)
     if manifest.get("payload_sha256") != _payload_sha256(tensors):
         raise _fail("tensor data does not match its manifest (altered or damaged)")
     key = _text(manifest.get("key"), "task key")
@@ -326,7 +369,7 @@ def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
         part = _tensor(tensors, "bb", (torch.float32,), (size,), MAX_PARAM)
         if not 1 <= offset + part.numel() <= 10**7:
             raise _fail(f"bad beneficial-bias count {offset + part.numel()}")
-        bb = torch.cat([torch.zeros(offset), part])
+        bb = torch.cat([torch.zeros(offset), part]) if offset else part
     elif "bb_offset" in manifest:
         raise _fail("bb_offset without beneficial biases")
     index, pool = None, manifest.get("h2t_pool", 1)
@@ -388,7 +431,7 @@ def _gmmc(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], D: int,
     n = manifest.get("num_samples")
     if not isinstance(n, int) or not _is_int(n) or not 1 <= n <= MAX_NUM_SAMPLES:
         raise _fail(f"invalid mixture sample count {show(n)}")
-    return GMMCAnchor(means.float().numpy(), var.float().numpy(), weights.numpy(), n)
+    return GMMCAnchor(_readonly(means), _readonly(var), _readonly(weights), n)
 
 
 def _maha(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], C: int, D: int,
@@ -408,8 +451,7 @@ def _maha(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], C: int, D:
     if exp.max_samples_per_class and int(torch.bincount(labels).max()) > \
             exp.max_samples_per_class:
         raise _fail("more Mahalanobis samples for one class than this agent shares")
-    return MahaAnchor(means.float().numpy(), samples.float().numpy(),
-                      labels.numpy().astype(np.int64))
+    return MahaAnchor(_readonly(means), _readonly(samples), _readonly(labels))
 
 
 def _lda(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], C: int, D: int,
@@ -435,8 +477,8 @@ def _lda(tensors: dict[str, torch.Tensor], manifest: dict[str, Any], C: int, D: 
     residual = _tensor(tensors, "lda.residual", (torch.float32,), (1,), MAX_VARIANCE * D)
     if float(residual[0]) < 0:
         raise _fail(f"negative LDA residual variance {float(residual[0]):.3g}")
-    return LDAAnchor(means.float().numpy(), counts.numpy().astype(np.int64),
-                     basis.float().numpy(), float(residual[0]))
+    return LDAAnchor(_readonly(means), _readonly(counts), _readonly(basis),
+                     float(residual[0]))
 
 
 def describe(data: bytes) -> dict[str, Any]:

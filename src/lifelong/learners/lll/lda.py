@@ -105,11 +105,11 @@ class LDAMapper:
             cov, mu = np.eye(D), 1.0
         cov = (1 - shrinkage) * cov + shrinkage * mu * np.eye(D)
         self.covariance = cov
-        self.means = torch.tensor(means)
         self.precision = torch.tensor(np.linalg.pinv(cov, hermitian=True))  # (D, D)
-        mp = self.means @ self.precision  # (M, D)
+        # P mu and mu^T P mu are all the distances need of the means: they are not kept
+        mp = torch.tensor(means) @ self.precision  # (M, D)
         self._mp = mp
-        self._mpm = (mp * self.means).sum(1)  # (M,) mu^T P mu
+        self._mpm = (mp * torch.tensor(means)).sum(1)  # (M,) mu^T P mu
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """Squared Mahalanobis distance to every class mean: (B, D) -> (B, M),
@@ -123,10 +123,10 @@ class LDAMapper:
 
     def macs_per_image(self) -> int:
         """Multiply-accumulates of mapping one input: x P (D^2), x^T P x (D), x (P mu) (M D)."""
-        M, D = self.means.shape
+        M, D = self._mp.shape
         return D * D + D + M * D
 
     def nbytes(self) -> int:
-        """Memory the mapper holds: precision (D, D), means and their projections (M, D)."""
+        """Memory the mapper holds: precision (D, D), the projected means (M, D)."""
         return sum(t.numel() * t.element_size() for t in
-                   (self.precision, self.means, self._mp, self._mpm, self.owner))
+                   (self.precision, self._mp, self._mpm, self.owner))
