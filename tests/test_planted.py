@@ -52,7 +52,8 @@ def test_planted_tasks_change_labels_or_inputs_of_the_same_images():
     xl = label.test.images(np.arange(len(label.test))).numpy()
     # the same images, relabelled: each image's class is named by the same digit as in the
     # base task, and the permutation is not the identity
-    digit_of = {x.tobytes(): base.classes[int(y)] for x, y in zip(xb, base.test.labels, strict=True)}
+    digit_of = {x.tobytes(): base.classes[int(y)]
+                for x, y in zip(xb, base.test.labels, strict=True)}
     assert [label.classes[int(y)] for y in label.test.labels] == [digit_of[x.tobytes()]
                                                                   for x in xl]
     assert label.classes != base.classes and sorted(label.classes) == sorted(base.classes)
