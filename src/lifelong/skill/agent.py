@@ -12,9 +12,10 @@ as a Ray actor (peers are actor handles). A teacher sends its bundle to its peer
 the bytes go from actor to actor through Ray's object store, never through the driver,
 which only sees receipts. A Ray actor receives in its own concurrency group (``mail``), so
 a bundle is taken in while the receiver is learning a task of its own; the two threads
-share the bank under one lock, held by the learner only while a task ends (its anchor and
-bundle are made). A teacher returns once every peer has answered, so a bundle it has
-shared survives the teacher's death. Received bytes are only ever read by
+share the bank under one lock, held by the learner only while its finished task's bundle
+joins the bank (the anchor is fitted and the bundle made before, outside the lock). A
+teacher returns once every peer has answered, so a bundle it has shared survives the
+teacher's death. Received bytes are only ever read by
 :func:`lifelong.learners.lll.bundle.decode` (safetensors + JSON; nothing is unpickled by us).
 
 With a population ``key`` every bundle the agent shares or saves is signed
@@ -162,14 +163,15 @@ class Agent:
 
     def _warm_up(self) -> None:
         """Count the backbone's MACs per image now (torch's flop counter on the eager
-        backbone: seconds) and warm the inference engine up, as part of start-up rather
-        than of the first task. Uses the global RNG, which every task reseeds before its
-        head is drawn."""
+        backbone: seconds), warm the inference engine up and fit a throw-away anchor, as
+        part of start-up rather than of the first task. Uses the global RNG, which every
+        task reseeds before its head is drawn."""
         ex, cfg = self.learner.extract, self.learner.cfg
         ex.unit_macs("forward")
         # the engine's first runs are slow (session, memory plan): pay them here too
         ex.warm_up([self.learner.backbone.num_stages]
                    + ([ex.bb_from] if cfg.bb == "partial" and ex.bb_from > 0 else []))
+        self.learner.warm_up_mapper()  # scikit-learn's first fit: about 1 s
         if cfg.bb != "none":
             for kind in ("top", "bb_step") + (("stage_input",) if ex.bb_from > 0 else ()):
                 ex.unit_macs(kind, ex.bb_from)
@@ -317,8 +319,12 @@ class Agent:
             # task's training does not depend on which agent learns it; every batch kept
             train_epoch(self.learner, task, run.batch_size, gen, self.device, drop_last=False)
             epochs += 1
+        # The anchor is fitted and the bundle made outside the bank lock (they read only
+        # this task's features), so a peer's bundle is taken in meanwhile and the peer's
+        # teacher is not kept waiting for its receipt; only joining the bank takes the lock.
+        own = self.learner.seal_task(task)
         with self._bank:  # the bundle joins the bank
-            self.learner.end_task(task)
+            self.learner.keep(task_id, own)
             self.learned.append(task_id)
             self._save(task_id)
             data = self._wrap(self.learner.export_bundle(task_id))

@@ -338,6 +338,14 @@ class LLL(Learner[LLLConfig]):
         return {"loss": loss.detach()}
 
     def end_task(self, task: Task) -> None:
+        self.keep(task.id, self.seal_task(task))
+
+    def seal_task(self, task: Task) -> bytes:
+        """Finish the current task and return its bundle's bytes (the best validation
+        epoch's head and biases, Head2Toe's head, the anchor fitted to the task's training
+        features): the first half of :meth:`end_task`, which then keeps the bytes. The bank
+        is neither read nor changed here, so a SKILL agent runs this outside its bank lock
+        and peers' bundles keep arriving while the anchor is fitted."""
         cur = self.current
         assert cur is not None
         self._check_validation()  # score the last epoch too, then keep the best
@@ -391,7 +399,7 @@ class LLL(Learner[LLLConfig]):
                               # features differ across engines in the last float bits
                               "engine": self.extract.engine.name})
         self.current = None
-        self._add(task.id, encode(bundle, self._anchor_dtype()))
+        return encode(bundle, self._anchor_dtype())
 
     def _train_h2t(self, task: Task, bb: torch.Tensor, index: torch.Tensor,
                    pool: int) -> Head:
@@ -516,6 +524,27 @@ class LLL(Learner[LLLConfig]):
 
     def _decode(self, data: bytes) -> Bundle:
         return decode(data, self.expect())
+
+    def warm_up_mapper(self) -> None:
+        """Fit this learner's kind of anchor to a few random features and map with it,
+        keeping neither: the first fit imports and sets up scikit-learn (about 1 s here),
+        which a SKILL agent then pays at start-up rather than in its first task. Touches
+        neither the bank nor the global RNG."""
+        rng = np.random.default_rng(0)
+        feats, labels = rng.random((16, 8)), np.arange(16) % 2  # (16, 8), two classes
+        mapper: GMMCMapper | MahaMapper | LDAMapper
+        if self.cfg.mapper == "gmmc":
+            mapper = GMMCMapper({0: fit_gmmc(feats.astype(np.float32), 2, 0,
+                                             self.cfg.gmm_reg_covar)})
+        elif self.cfg.mapper == "lda":
+            mapper = LDAMapper({0: fit_lda(feats, labels, 2, 1)}, self.cfg.lda_shrinkage)
+        else:
+            mapper = MahaMapper({0: fit_maha(feats, labels, 2, 2, 0)}, self.cfg.maha_shrinkage)
+        mapper.map(torch.from_numpy(feats))
+
+    def keep(self, task_id: int, data: bytes) -> None:
+        """Add an own task's bundle (:meth:`seal_task`'s bytes) to the bank."""
+        self._add(task_id, data)
 
     def _add(self, task_id: int, data: bytes) -> None:
         # What is kept is exactly what is shared (e.g. float16 anchors): decode the bytes.
