@@ -51,7 +51,7 @@ def _lasem(base: str = "hps", **cfg):
 
 def test_prior_and_posterior_match_equations_1_and_2():
     torch.manual_seed(0)
-    learner, stream = _lasem()
+    learner, stream = _lasem(prior="count")  # Eq. 1
     learner.begin_task(stream[0])
     learner.counts = np.array([3.0, 0.0, 1.0, 0.0])  # n_c: batches where c was most probable
     np.testing.assert_allclose(learner.prior_probs(), [4 / 8, 1 / 8, 2 / 8, 1 / 8])

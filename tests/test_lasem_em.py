@@ -258,9 +258,12 @@ def _train_and_force(learner, stream, task: int, config: tuple[int, ...]) -> Non
     learner.begin_epoch(task)
     for start in (0, 8, 16):
         learner.observe(_batch(stream, task, start=start))
-    if hasattr(learner, "counts"):  # LASEM: the prior's argmax
+    if hasattr(learner, "counts"):  # LASEM: the prior's argmax, under either prior
+        k = learner.configs.index(config)
         learner.counts[:] = 0
-        learner.counts[learner.configs.index(config)] = 100
+        learner.counts[k] = 100
+        learner.post_sum[:] = 0
+        learner.post_sum[k] = learner.post_batches = max(learner.post_batches, 1)
     else:  # DARTS: the architecture logits' argmax
         with torch.no_grad():
             alpha = learner._alpha(task)
