@@ -14,7 +14,7 @@ where truncated and exact LASEM choose the same configuration); targets (issue 1
 exact_over_flop_bound <= 1.3, truncated_over_static <= 2.0, truncated_same_configs = 1.0.
 
     python benchmarks/lasem_overhead.py [--base dfcnn] [--tasks 3] [--epochs 30]
-        [--epsilon 1e-3] [--prior count] [--threads 1] [--no-bruteforce]
+        [--epsilon 1e-3] [--prior average] [--threads 1] [--no-bruteforce]
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=3)
     p.add_argument("--epochs", type=int, default=30, help="epochs per task")
     p.add_argument("--epsilon", type=float, default=1e-3, help="truncated LASEM's epsilon")
-    p.add_argument("--prior", default="count", choices=("count", "average"))
+    p.add_argument("--prior", default="average", choices=("count", "average"),
+                   help="LASEM's prior (default: the learner's default)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-bruteforce", action="store_true", help="skip brute force (16x)")
     args = p.parse_args()

@@ -82,8 +82,10 @@ def decisive_pairs(scores: dict[str, dict[str, float]], chosen: dict[str, str],
     """(task, layer) pairs where a brute-force search's margin is at least ``margin``: the
     pairs on which it is a reference (elsewhere the two bits are a tie within noise and its
     pick is the first of equals). ``scores`` and ``chosen`` are keyed by task id."""
+    # 1e-9: accuracies are multiples of 1 / N, their differences not exactly (0.98 - 0.96)
     return [(t, layer) for t in sorted(scores, key=int)
-            for layer, m in enumerate(layer_margins(scores[t], chosen[t])) if m >= margin]
+            for layer, m in enumerate(layer_margins(scores[t], chosen[t]))
+            if m >= margin - 1e-9]
 
 
 def agreement(a: dict[str, str], b: dict[str, str], pairs: list[tuple[str, int]]) -> float:
