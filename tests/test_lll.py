@@ -221,6 +221,15 @@ def test_the_bank_holds_each_bundle_once(tmp_path, mapper):
         base = np.frombuffer(data, dtype=np.uint8).ctypes.data
         return base <= ptr and ptr + nbytes <= base + len(data)
 
+    _check_held_once(learner, inside)
+    # a bundle that arrives as a bytearray (not bytes) is held once too
+    data = bytearray(learner.bundle_bytes.pop(0))
+    learner.bundles.pop(0)
+    assert learner.import_bundle(data) == 0
+    _check_held_once(learner, inside)
+
+
+def _check_held_once(learner, inside) -> None:
     for t, data in learner.bundle_bytes.items():
         b = learner.bundles[t]
         for x in (b.head_weight, b.head_bias, b.bb):

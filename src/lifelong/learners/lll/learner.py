@@ -548,8 +548,11 @@ class LLL(Learner[LLLConfig]):
 
     def _add(self, task_id: int, data: bytes) -> None:
         # What is kept is exactly what is shared (e.g. float16 anchors): decode the bytes.
+        # One bytes object is held and the decoded bundle's tensors are views of it, so
+        # the bank holds each bundle once (bytes(bytes) is the same object, not a copy).
+        data = bytes(data)
         self.bundles[task_id] = self._decode(data)
-        self.bundle_bytes[task_id] = bytes(data)
+        self.bundle_bytes[task_id] = data
         self._mapper = None
 
     def export_bundle(self, task_id: int) -> bytes:
@@ -585,9 +588,7 @@ class LLL(Learner[LLLConfig]):
         task_id = self.check_bundle(data, admission)
         if task_id in self.bundle_bytes:
             return task_id  # the same bytes again
-        self.bundles[task_id] = self._decode(data)
-        self.bundle_bytes[task_id] = bytes(data)
-        self._mapper = None
+        self._add(task_id, data)
         return task_id
 
     def bundle_digests(self) -> dict[int, str]:
