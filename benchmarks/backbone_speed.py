@@ -13,7 +13,15 @@ the timings). Prints, each on its own line::
     onnx_over_eager_224px_1thread = X
     max_abs_feature_diff = X      (over every setting's batch)
 
-    python benchmarks/backbone_speed.py [--repeat 5] [--batch 64] [--json FILE]
+    python benchmarks/backbone_speed.py [--repeat 5] [--batch 64] [--default-malloc]
+        [--json FILE]
+
+Both engines run with the allocator setting the command line uses
+(``lifelong._allocator.keep_freed_memory``: freed memory is kept, not returned to the OS
+after every large tensor). Without it eager PyTorch pays page faults on every activation of
+a large batch and runs about 2x slower at batch 64 (ONNX Runtime has its own arena and does
+not change), which made the ratios this script printed before 2026-12-04 (4.96 / 4.95 /
+11.22) larger than what a ``lifelong`` run sees; ``--default-malloc`` measures that setting.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lifelong._allocator import keep_freed_memory
 from lifelong.backbones import BACKBONES
 from lifelong.backbones.engine import OnnxEngine, TorchEngine
 
@@ -60,7 +69,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed batches per engine and setting")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--json", help="also write the measurements to this file")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="glibc's default allocator, not the command line's setting")
     args = p.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()  # as the command line does (lifelong/_allocator.py)
     x = photo_crops(args.batch)  # (B, 3, 64, 64)
     results: dict[str, Any] = {"batch": args.batch, "repeat": args.repeat, "settings": {}}
     worst = 0.0

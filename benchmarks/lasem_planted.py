@@ -102,6 +102,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     both = merge(TRAINING, parse_overrides(args.overrides))
     lasem_only = both.pop("lasem", {})
+    if "prior" in lasem_only:
+        p.error("set LASEM's prior with --priors, not lasem.prior")
     for base in args.bases.split(","):
         bf, bf_acc, planted, bf_s, scores = run(f"bruteforce-{base}", args, both)
         later = [str(t) for t in range(1, len(planted))]

@@ -15,8 +15,8 @@ shipped-mix``, 12 tasks, no BB, the learner's default epochs, seed 0). In one ru
    subprocesses, start-up (imports, Ray, actors, stream, backbone), the final test of every
    task by every agent and the report included; ``speedup_whole`` = the first's wall time over
    the second's (target >= 1.6);
-3. ``driver_bundle_bytes``: bundle bytes that reached the driver in run 1's population
-   (teachers send to their peers directly: 0);
+3. ``driver_bundle_bytes``: bundle bytes that reached the driver in step 1's population
+   (the most in any run with ``--repeat``; teachers send to their peers directly: 0);
 
 With ``--repeat R`` steps 1 and 2 run R times, one after the other, and the two speedups
 printed are the medians of the R runs' ratios (each run's are printed as comments): on this
@@ -74,6 +74,11 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1,
                    help="runs of steps 1 and 2; the speedups printed are their medians")
     args = p.parse_args()
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    from lifelong._allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does; the Ray actors set it for themselves
 
     import ray
     import torch

@@ -126,6 +126,17 @@ def test_deeply_nested_json_in_the_header_is_refused(receiver, honest):
     assert "nested" in refused(receiver, crafted)
 
 
+def test_tensor_data_not_aligned_to_its_dtype_is_refused(receiver, honest):
+    # One space more in the header (valid JSON, a length safetensors accepts) moves every
+    # tensor to an odd address; the decoded bundle would be unaligned views of the bytes.
+    data = honest["task2"]
+    n = int.from_bytes(data[:8], "little")
+    body = data[8:8 + n] + b" "
+    crafted = struct.pack("<Q", len(body)) + body + data[8 + n:]
+    st_load(crafted)  # safetensors itself accepts it
+    assert "aligned" in refused(receiver, crafted)
+
+
 def test_deeply_nested_json_in_the_manifest_is_refused(receiver, honest):
     m, t = parts(honest["task2"])
     meta = json.dumps(m)[:-1] + ', "deep": ' + "[" * 50_000 + "]" * 50_000 + "}"

@@ -322,9 +322,13 @@ def test_roll_back_survives_a_checkpoint_inside_the_task():
     resumed.load_state_dict(state)
     resumed.begin_task(stream[0])  # re-attaches, does not take a new snapshot
     resumed.observe(_batch(stream, start=8))
+    k = resumed.configs.index((0, 0))  # make (0, 0) the choice under either prior
     resumed.counts[:] = 0
-    resumed.counts[resumed.configs.index((0, 0))] = 5
+    resumed.counts[k] = 5
+    resumed.post_sum[:] = 0
+    resumed.post_sum[k] = resumed.post_batches = max(resumed.post_batches, 1)
     resumed.end_task(stream[0])
+    assert resumed.task_configs[0] == (0, 0)
     assert all(torch.equal(v, before[k]) for k, v in _shared_copy(resumed).items())
 
 

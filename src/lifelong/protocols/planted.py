@@ -29,11 +29,12 @@ the (task, layer) pairs where brute force's choice is decisive (:func:`decisive_
 Images are block-averaged to ``image_size`` (default 28: unchanged) where runs must be
 cheaper.
 
-What brute force confirms depends on the base learner (``docs/results.md``, 2026-12-04):
-for HPS the first layer follows the planted bit clearly on ``input`` tasks (task-specific
-by about 0.2 of validation accuracy) and weakly on ``label`` tasks, and the second layer is
-a tie; TF's task-specific factors absorb the channel map, so TF transfers there; DF-CNN's
-generated filters lose to plain task-specific filters on every task at these sizes.
+What brute force confirms depends on the base learner and the seed (``docs/results.md``,
+2026-12-04): for HPS the first layer of an ``input`` task was task-specific by 0.2 of
+validation accuracy on one seed, by 0.02 on another and transferred on a third, and the
+second layer is mostly a tie; TF's task-specific factors absorb the channel map, so TF
+transfers there; DF-CNN's generated filters lose to plain task-specific filters on every
+task at these sizes.
 """
 
 from __future__ import annotations

@@ -171,7 +171,9 @@ class MahaMapper:
         centred = np.concatenate([a.samples.astype(np.float64) - a.means[a.sample_labels]
                                   for a in (anchors[t] for t in tasks)])  # (N, D)
         precision, self.shrinkage_ = tied_precision(centred, shrinkage)
-        self.precision = torch.tensor(precision)  # (D, D), symmetric
+        # exactly symmetric (pinv's is to ~1e-16), so x P mu^T = x (mu P)^T below holds
+        precision = (precision + precision.T) / 2
+        self.precision = torch.tensor(precision)  # (D, D)
         # P mu and mu^T P mu, once: the means themselves are not needed after this (at 102
         # tasks computing P mu at every call was 5,000 x 1280^2 MACs per call)
         mp = means @ precision  # (C, D)

@@ -38,6 +38,13 @@ __all__ = ["Bundle", "BundleError", "Expect", "encode", "decode", "digest", "des
 
 FORMAT = "lifelong-bundle/1"
 MAX_BUNDLE_BYTES = 64 << 20  # a head, 21k biases and an anchor are far below this
+# torch.frombuffer warns that an immutable buffer cannot be written: the views of a held
+# bundle are never written (``_views``). A filter set once, not warnings.catch_warnings(),
+# which swaps the process-wide filter list and is not safe while an agent's other thread
+# (scikit-learn's fit) uses it too.
+warnings.filterwarnings("ignore", message="The given buffer is not writable",
+                        category=UserWarning)
+
 MAX_HEADER_BYTES = 4 << 20  # the safetensors header: tensor table + manifest
 MAX_CLASSES = 10_000  # classes of one task (SKILL-102's largest task has a few hundred)
 MAX_TEXT = 200  # characters of a task key, class name or fingerprint
@@ -297,8 +304,11 @@ def _views(data: bytes, header: dict[str, Any]) -> dict[str, torch.Tensor]:
     holds each bundle's bytes once and the decoded bundle reads them in place. Only called
     after safetensors' own parser has accepted the blob (a full table of in-bounds,
     non-overlapping ranges whose sizes match dtype x shape); a dtype a bundle never holds
-    is refused here. The views are never written (``_readonly`` marks the arrays made from
-    them)."""
+    is refused here, and so is a range that is not aligned to its dtype (honest writers pad
+    the header to 8 bytes; an unaligned view is undefined behaviour for torch's kernels) or
+    whose size is not dtype x shape. Nothing may write to the views: the numpy arrays made
+    from them are marked read-only (``_readonly``); the torch tensors (head, biases) cannot
+    be, and no code writes to a held bundle's tensors in place."""
     base = 8 + int.from_bytes(data[:8], "little")
     out = {}
     for name, spec in header.items():
@@ -307,15 +317,17 @@ def _views(data: bytes, header: dict[str, Any]) -> dict[str, torch.Tensor]:
         dtype = _DTYPES.get(spec["dtype"])
         if dtype is None:
             raise _fail(f"tensor {show(name)} has dtype {show(spec['dtype'])}")
-        start, end = spec["data_offsets"]
+        start, end = (int(v) for v in spec["data_offsets"])
         shape = [int(n) for n in spec["shape"]]
-        count = (end - start) // dtype.itemsize
+        count = math.prod(shape)
+        if not 0 <= start <= end <= len(data) - base or end - start != count * dtype.itemsize:
+            raise _fail(f"tensor {show(name)} has a byte range that does not fit its shape")
+        if (base + start) % dtype.itemsize:
+            raise _fail(f"tensor {show(name)} is not aligned to its dtype")
         if not count:
             out[name] = torch.empty(shape, dtype=dtype)
             continue
-        with warnings.catch_warnings():  # bytes are immutable: torch warns it cannot write
-            warnings.simplefilter("ignore", UserWarning)
-            flat = torch.frombuffer(data, dtype=dtype, count=count, offset=base + start)
+        flat = torch.frombuffer(data, dtype=dtype, count=count, offset=base + start)
         out[name] = flat.reshape(shape)
     return out
 
@@ -330,8 +342,9 @@ def _readonly(x: torch.Tensor) -> np.ndarray:
 
 def _decode(data: bytes, exp: Expect, max_bytes: int) -> Bundle:
     header, manifest = _header(data, max_bytes)
-    st_load(bytes(data))  # safetensors' checks of the table; the copies it makes are dropped
-    tensors = _views(bytes(data), header)
+    data = bytes(data)  # one immutable object (the same one if it is bytes already)
+    st_load(data)  # safetensors' checks of the table; the copies it makes are dropped
+    tensors = _views(data, header)
     if manifest.get("payload_sha256") != _payload_sha256(tensors):
         raise _fail("tensor data does not match its manifest (altered or damaged)")
     key = _text(manifest.get("key"), "task key")

@@ -23,7 +23,7 @@ Mappers, per image (D features):
 - GMMC over M components in all (``GMMCMapper.log_prob``): ``x^2 P^T`` and ``x (mu P)^T``,
   2 M D;
 - Mahalanobis over C classes in all (``MahaMapper.distances``): ``x P`` (D^2) and
-  ``(x P) mu^T`` (C D).
+  ``x (P mu)^T`` with P mu computed once (C D).
 
 :func:`counting_mixture` makes scikit-learn's ``GaussianMixture`` that also remembers how
 many k-means iterations its initialisation took (scikit-learn keeps only EM's).

@@ -525,23 +525,6 @@ class LLL(Learner[LLLConfig]):
     def _decode(self, data: bytes) -> Bundle:
         return decode(data, self.expect())
 
-    def warm_up_mapper(self) -> None:
-        """Fit this learner's kind of anchor to a few random features and map with it,
-        keeping neither: the first fit imports and sets up scikit-learn (about 1 s here),
-        which a SKILL agent then pays at start-up rather than in its first task. Touches
-        neither the bank nor the global RNG."""
-        rng = np.random.default_rng(0)
-        feats, labels = rng.random((16, 8)), np.arange(16) % 2  # (16, 8), two classes
-        mapper: GMMCMapper | MahaMapper | LDAMapper
-        if self.cfg.mapper == "gmmc":
-            mapper = GMMCMapper({0: fit_gmmc(feats.astype(np.float32), 2, 0,
-                                             self.cfg.gmm_reg_covar)})
-        elif self.cfg.mapper == "lda":
-            mapper = LDAMapper({0: fit_lda(feats, labels, 2, 1)}, self.cfg.lda_shrinkage)
-        else:
-            mapper = MahaMapper({0: fit_maha(feats, labels, 2, 2, 0)}, self.cfg.maha_shrinkage)
-        mapper.map(torch.from_numpy(feats))
-
     def keep(self, task_id: int, data: bytes) -> None:
         """Add an own task's bundle (:meth:`seal_task`'s bytes) to the bank."""
         self._add(task_id, data)
