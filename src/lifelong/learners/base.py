@@ -110,8 +110,10 @@ class SynonymMatcher(Protocol):
 class NetLearnerConfig(Config):
     """Optimisation settings of the papers' CNN learners.
 
-    ``lr`` and ``lr_decay`` default (None) to the benchmark's paper values; the learning rate
-    at global epoch e is ``lr / (1 + e * lr_decay)`` as in the DF-CNN/LASEM code.
+    ``lr``, ``lr_decay`` and ``optimizer`` default (None) to the benchmark's values
+    (:class:`lifelong.protocols.base.TrainingDefaults`: the papers' for the papers'
+    benchmarks, ``rmsprop-tf`` unless a benchmark says otherwise); the learning rate at
+    global epoch e is ``lr / (1 + e * lr_decay)`` as in the DF-CNN/LASEM code.
     ``rmsprop-tf`` is RMSProp as TensorFlow 1 defines it (``lifelong.learners.optim.TFRMSprop``),
     which the papers' learning rates were tuned for; ``rmsprop`` is PyTorch's.
     ``loss_reduction`` matters with ``rmsprop-tf``: its accumulator starts at 1, so early
@@ -120,7 +122,7 @@ class NetLearnerConfig(Config):
 
     lr: float | None = None
     lr_decay: float | None = None
-    optimizer: Literal["rmsprop-tf", "rmsprop", "adam", "sgd"] = "rmsprop-tf"
+    optimizer: Literal["rmsprop-tf", "rmsprop", "adam", "sgd"] | None = None
     # "sum": the DF-CNN code minimises the per-example cross-entropy summed over the batch;
     # "mean": the LASEM code averages it.
     loss_reduction: Literal["sum", "mean"] = "sum"
@@ -160,8 +162,9 @@ class Learner(ABC, Generic[C]):
 
     @classmethod
     def resolve_config(cls, cfg: BaseConfig, defaults: Any) -> BaseConfig:
-        """Fill config fields left None (lr, lr_decay) from the benchmark's paper defaults."""
-        changes = {k: getattr(defaults, k) for k in ("lr", "lr_decay")
+        """Fill config fields left None (lr, lr_decay, optimizer) from the benchmark's
+        defaults."""
+        changes = {k: getattr(defaults, k) for k in ("lr", "lr_decay", "optimizer")
                    if hasattr(cfg, k) and getattr(cfg, k) is None}
         return dataclasses.replace(cfg, **changes) if changes else cfg
 

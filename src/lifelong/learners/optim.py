@@ -67,10 +67,12 @@ class TFRMSprop(torch.optim.Optimizer):
         return loss
 
 
-def make_optimizer(name: str, params: list[torch.nn.Parameter], lr: float
+def make_optimizer(name: str | None, params: list[torch.nn.Parameter], lr: float
                    ) -> torch.optim.Optimizer:
     """An optimizer over ``params``: ``rmsprop-tf`` (TF1 RMSProp), ``rmsprop`` (PyTorch's),
-    ``adam`` or ``sgd``."""
+    ``adam`` or ``sgd`` (None: a config ``Learner.resolve_config`` has not filled)."""
+    if name is None:
+        raise ValueError("optimizer not resolved (Learner.resolve_config fills it)")
     if name == "rmsprop-tf":
         return TFRMSprop(params, lr=lr)
     if name == "rmsprop":

@@ -25,7 +25,8 @@ __all__ = ["BENCHMARKS", "Benchmark", "TrainingDefaults", "TransformFactory", "s
 class TrainingDefaults:
     """The paper's training settings for a benchmark (used where a config leaves them None).
 
-    ``lr / (1 + epoch * lr_decay)`` is the RMSProp learning rate at (global) epoch ``epoch``.
+    ``lr / (1 + epoch * lr_decay)`` is the learning rate at (global) epoch ``epoch``, of
+    ``optimizer`` (the papers' TF-style RMSProp unless the benchmark says otherwise).
     """
 
     lr: float
@@ -34,6 +35,7 @@ class TrainingDefaults:
     epochs: int  # per task
     net: str
     source: str  # where the values come from
+    optimizer: str = "rmsprop-tf"  # for learners whose config leaves it None
 
 
 #: A protocol's config type: ``Benchmark[SplitMNISTConfig]`` types ``self.cfg``.
