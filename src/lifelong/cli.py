@@ -454,12 +454,14 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
 
     from lifelong.protocols import BENCHMARKS
 
-    table = Table("benchmark", "data", "net", "lr", "decay", "batch", "epochs/task", "about")
+    table = Table("benchmark", "data", "net", "optimizer", "lr", "decay", "batch",
+                  "epochs/task", "about")
     for name in BENCHMARKS.names():
         cls = BENCHMARKS.get(name)
         d = cls.defaults
-        table.add_row(name, "--root" if cls.needs_root else "ships", d.net, f"{d.lr:g}",
-                      f"{d.lr_decay:g}", str(d.batch_size), str(d.epochs), cls.summary())
+        table.add_row(name, "--root" if cls.needs_root else "ships", d.net, d.optimizer,
+                      f"{d.lr:g}", f"{d.lr_decay:g}", str(d.batch_size), str(d.epochs),
+                      cls.summary())
     Console().print(table)
     return 0
 
