@@ -167,8 +167,8 @@ class Agent:
     def _warm_up(self) -> None:
         """Count the backbone's MACs per image now (torch's flop counter on the eager
         backbone: seconds) and warm the inference engine up, as part of start-up rather
-        than of the first task. Uses the global RNG, which every
-        task reseeds before its head is drawn."""
+        than of the first task. Uses the global RNG, which every task reseeds before its
+        head is drawn."""
         ex, cfg = self.learner.extract, self.learner.cfg
         ex.unit_macs("forward")
         # the engine's first runs are slow (session, memory plan): pay them here too

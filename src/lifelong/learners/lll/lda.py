@@ -107,9 +107,9 @@ class LDAMapper:
         self.covariance = cov
         self.precision = torch.tensor(np.linalg.pinv(cov, hermitian=True))  # (D, D)
         # P mu and mu^T P mu are all the distances need of the means: they are not kept
-        mp = torch.tensor(means) @ self.precision  # (M, D)
-        self._mp = mp
-        self._mpm = (mp * torch.tensor(means)).sum(1)  # (M,) mu^T P mu
+        mu_t = torch.tensor(means)  # (M, D)
+        self._mp = mu_t @ self.precision  # (M, D)
+        self._mpm = (self._mp * mu_t).sum(1)  # (M,) mu^T P mu
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """Squared Mahalanobis distance to every class mean: (B, D) -> (B, M),

@@ -531,10 +531,13 @@ class LLL(Learner[LLLConfig]):
 
     def _add(self, task_id: int, data: bytes) -> None:
         # What is kept is exactly what is shared (e.g. float16 anchors): decode the bytes.
-        # One bytes object is held and the decoded bundle's tensors are views of it, so
-        # the bank holds each bundle once (bytes(bytes) is the same object, not a copy).
-        data = bytes(data)
-        self.bundles[task_id] = self._decode(data)
+        data = bytes(data)  # bytes(bytes) is the same object, not a copy
+        self._hold(task_id, data, self._decode(data))
+
+    def _hold(self, task_id: int, data: bytes, bundle: Bundle) -> None:
+        # ``bundle`` was decoded from this very ``data`` object: its tensors are views of
+        # it, so the bank holds each bundle once.
+        self.bundles[task_id] = bundle
         self.bundle_bytes[task_id] = data
         self._mapper = None
 
@@ -548,6 +551,10 @@ class LLL(Learner[LLLConfig]):
         mapper, or (with ``admission``) not a task of the receiver's stream it may take.
         A task already held with other bytes is refused (nothing is overwritten); the same
         bytes again are accepted (a no-op in :meth:`import_bundle`). Changes nothing."""
+        return self._admit(bytes(data), admission)[0]
+
+    def _admit(self, data: bytes, admission: Admission | None) -> tuple[int, Bundle]:
+        """:meth:`check_bundle`, also returning the decoded bundle (views of ``data``)."""
         b = self._decode(data)
         if admission is not None:
             task_id = admission.check(b)
@@ -560,18 +567,19 @@ class LLL(Learner[LLLConfig]):
                 raise BundleError("bundle refused: missing or invalid task and class ids")
             task_id = raw_id
         held = self.bundle_bytes.get(task_id)
-        if held is not None and held != bytes(data):
+        if held is not None and held != data:
             raise BundleError(f"bundle refused: task {task_id} is already held with other "
                               "bytes (nothing is overwritten)")
-        return task_id
+        return task_id, b
 
     def import_bundle(self, data: bytes, admission: Admission | None = None) -> int:
         """Check (:meth:`check_bundle`) and add a bundle learned elsewhere; returns its task
         id. The learner is unchanged when the bundle is refused or already held."""
-        task_id = self.check_bundle(data, admission)
+        data = bytes(data)  # one object, checked, decoded once and held
+        task_id, bundle = self._admit(data, admission)
         if task_id in self.bundle_bytes:
             return task_id  # the same bytes again
-        self._add(task_id, data)
+        self._hold(task_id, data, bundle)
         return task_id
 
     def bundle_digests(self) -> dict[int, str]:
