@@ -59,11 +59,17 @@ def _same_as_single(result, single):
     assert result.agree()
 
 
-@pytest.mark.parametrize("agents", [2, 3])
+@pytest.mark.parametrize("agents, evaluate", [(2, "split"), (3, "all")])
 def test_local_population_accuracy_does_not_depend_on_the_number_of_agents(
-        agents, single, tmp_path):
-    result = run_population(RAW, PopulationConfig(agents=agents, backend="local"), tmp_path)
+        agents, evaluate, single, tmp_path):
+    cfg = PopulationConfig(agents=agents, backend="local", evaluate=evaluate)
+    result = run_population(RAW, cfg, tmp_path)
     _same_as_single(result, single)
+    shares = [result.tested_by[a] for a in result.survivors]
+    if evaluate == "all":  # every agent answered every task itself, as the single agent
+        assert shares == [[0, 1, 2, 3]] * agents
+    else:  # each task tested once, by one of the agents, and every agent credited
+        assert sorted(t for s in shares for t in s) == [0, 1, 2, 3] and all(shares)
     accs = [v["acc"] for v in single.accuracy[0].values()]
     assert sum(accs) / len(accs) > 0.6, accs  # it learned something (chance: 0.125)
     row = table2(result, 1000.0, "gmmc")
@@ -118,6 +124,23 @@ def test_ray_population_matches_the_single_agent_and_survives_a_killed_agent(
     assert result.dead == [1] and result.lost == []
     assert result.accuracy[0] == ref and result.holdings[0] == single.holdings[0]
     assert sorted(t for tasks in result.assignment for t in tasks) == [0, 1, 2, 3]
+
+
+def test_split_test_goes_on_without_an_agent_that_fails_it(single, tmp_path, monkeypatch):
+    """Under evaluate=split, a share whose agent fails is tested again by another survivor;
+    the failure is recorded and that agent is left out, as a failure in learning is."""
+    real = Agent.evaluate
+
+    def flaky(self, task_ids=None):
+        if self.id == 1:
+            raise RuntimeError("disk full")
+        return real(self, task_ids)
+
+    monkeypatch.setattr(Agent, "evaluate", flaky)
+    result = run_population(RAW, PopulationConfig(agents=2, backend="local"), tmp_path)
+    assert result.survivors == [0] and result.accuracy[0] == single.accuracy[0]
+    assert result.tested_by == {0: [0, 1, 2, 3]}
+    assert [(f["agent"], f["call"]) for f in result.failures] == [(1, "evaluate")]
 
 
 def _agent(tmp_path) -> tuple[Agent, dict]:

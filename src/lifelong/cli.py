@@ -156,6 +156,10 @@ def _parser() -> argparse.ArgumentParser:
                          "default 1)")
     sk.add_argument("--restarts", type=int, default=0,
                     help="restart a dead agent from its saved bundles this many times")
+    sk.add_argument("--evaluate", choices=["split", "all"], default="split",
+                    help="the final test: split (default): agents holding the same bundles "
+                         "test one share of the tasks each and all are credited; all: every "
+                         "agent tests every task")
     sk.add_argument("--epochs", type=int, help="most epochs per task (default: the paper's)")
     sk.add_argument("--seed", type=int, help="random seed")
     sk.add_argument("--out", help="run directory (default runs/skill-<benchmark>-<N>)")
@@ -320,7 +324,8 @@ def _cmd_skill(args: argparse.Namespace) -> int:
     pop = build_config(PopulationConfig, {
         "agents": args.agents, "backend": args.backend, "address": args.address,
         "assignment": args.assignment, "tasks": args.tasks, "threads": threads,
-        "restarts": args.restarts, "gpus_per_agent": args.gpus_per_agent},
+        "restarts": args.restarts, "gpus_per_agent": args.gpus_per_agent,
+        "evaluate": args.evaluate},
         section="population")
     out = args.out or f"runs/skill-{raw['run']['benchmark']}-{args.agents}"
     results = run_skill(raw, pop, out, overwrite=args.overwrite, progress=not args.quiet)
@@ -344,6 +349,11 @@ def _print_skill(results: dict[str, Any], out: Path) -> int:
     for a, v in s.items():
         print(f"agent {a}: end-to-end {v['acc']:.3f}  task mapper {v['mapper']:.3f}  "
               f"oracle {v['oracle']:.3f}")
+    tested = results.get("tested_by") or {}
+    if any(len(v) < len(results["tasks"]) for v in tested.values()):
+        shares = ", ".join(f"agent {a}: {len(v)}" for a, v in tested.items())
+        print(f"final test split among agents holding the same bundles ({shares} tasks; "
+              "--evaluate all tests each agent on every task)")
     agree = "yes" if results["agree"] else "NO"
     print(f"agents hold the same bundles: {agree}; dead: {results['dead'] or 'none'}; "
           f"lost tasks: {results['lost'] or 'none'}")

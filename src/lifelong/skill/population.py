@@ -73,6 +73,11 @@ class PopulationConfig(Config):
     # GPUs each agent's actor asks Ray for when the run's device is CUDA (or auto on a
     # cluster with GPUs); a fraction puts several agents on one GPU. CPU runs ask for none.
     gpus_per_agent: float = 1.0
+    # The final test. split: when every survivor holds the same bundles, each task is
+    # tested by one of them and all are credited (they compute the same predictions);
+    # all: every survivor tests every task (the check that they do). Survivors holding
+    # different bundles are always tested in full.
+    evaluate: Literal["split", "all"] = "split"
 
     def validate(self) -> None:
         check(self.agents >= 1, "agents must be >= 1")
@@ -136,7 +141,8 @@ class PopulationResult:
     startup_seconds: float
     events: list[dict[str, Any]]
     # Until every survivor holds every task it can get (learning + sharing, start-up
-    # included); the rest of wall_seconds is the final test, which every agent does in full.
+    # included); the rest of wall_seconds is the final test (split among agents holding the
+    # same bundles, see PopulationConfig.evaluate).
     learn_seconds: float = 0.0
     # Calls on an agent that raised (a delivery, catch-up or evaluation): recorded with a
     # one-line reason, and the run went on without them.
@@ -144,6 +150,9 @@ class PopulationResult:
     # Bytes of bundle payloads in everything the driver received from its agents (teachers
     # send to each other directly: 0 unless something routes a bundle through the driver).
     driver_bundle_bytes: int = 0
+    # agent -> the tasks it tested in the final test (every task, under evaluate=all or when
+    # the survivors' bundles differ; a share of them under split)
+    tested_by: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def survivors(self) -> list[int]:
@@ -206,6 +215,16 @@ class _Local:
         for a in ids:
             try:
                 out[a] = self.call(a, name)
+            except Exception as err:  # recorded by the engine, per agent
+                out[a] = err
+        return out
+
+    def call_each(self, args: dict[int, list[int]], name: str) -> dict[int, Any]:
+        """``name(args[a])`` on each agent ``a``: its value, or the exception it raised."""
+        out: dict[int, Any] = {}
+        for a, arg in args.items():
+            try:
+                out[a] = self.call(a, name, arg)
             except Exception as err:  # recorded by the engine, per agent
                 out[a] = err
         return out
@@ -307,6 +326,17 @@ class _Ray:
                 out[a] = err
         return out
 
+    def call_each(self, args: dict[int, list[int]], name: str) -> dict[int, Any]:
+        """``name(args[a])`` on each agent ``a``, in parallel: its value, or the exception."""
+        refs = {a: getattr(self.actors[a], name).remote(arg) for a, arg in args.items()}
+        out: dict[int, Any] = {}
+        for a, ref in refs.items():
+            try:
+                out[a] = self._unwrap(ref)
+            except Exception as err:  # _Dead, or the call raised (RayTaskError)
+                out[a] = err
+        return out
+
     def close(self) -> None:
         for actor in self.actors.values():
             self.ray.kill(actor)
@@ -334,12 +364,14 @@ def _resume_state(histories: dict[int, list[dict[str, Any]]],
 
 def _engine(transport: _Local | _Ray, cfg: PopulationConfig, plan: list[list[int]],
             notify: Callable[[dict[str, Any]], None], start: float,
-            order: list[int] | None = None, resume: bool = False) -> PopulationResult:
+            order: list[int] | None = None, resume: bool = False,
+            test_sizes: list[int] | None = None) -> PopulationResult:
     """The population's life, whatever the transport: start every agent, hand out tasks
     (``plan``, or with ``order`` dynamically: a free agent takes the next task and a dead
     agent's task goes back on the list), restart or bury the dead, collect receipts, catch
-    up every survivor, evaluate. Teachers send their bundles themselves; the driver sees
-    records and receipts only."""
+    up every survivor, evaluate (``test_sizes``: each task's test-set size, to split the
+    final test evenly; see :func:`_evaluate`). Teachers send their bundles themselves; the
+    driver sees records and receipts only."""
     t = transport
     n = len(plan)
     everything = sorted(x for tasks in plan for x in tasks)
@@ -421,9 +453,9 @@ def _engine(transport: _Local | _Ray, cfg: PopulationConfig, plan: list[list[int
             except Exception as err:
                 fail(b, "catch-up", one_line(err))
         learned = time.perf_counter() - start
-        accuracy, reports, holdings = {}, {}, {}
-        results = {name: t.call_all(live(), name) for name in ("evaluate", "report",
-                                                                "holdings")}
+        reports: dict[int, dict[str, Any]] = {}
+        holdings: dict[int, dict[int, str]] = {}
+        results = {name: t.call_all(live(), name) for name in ("report", "holdings")}
         for a in live():
             got = {name: results[name][a] for name in results}
             if any(isinstance(v, _Dead) for v in got.values()):
@@ -433,8 +465,12 @@ def _engine(transport: _Local | _Ray, cfg: PopulationConfig, plan: list[list[int
             for name, v in bad:
                 fail(a, name, one_line(v))
             if not bad:
-                accuracy[a], reports[a], holdings[a] = got["evaluate"], got["report"], \
-                    got["holdings"]
+                reports[a], holdings[a] = got["report"], got["holdings"]
+        accuracy, tested_by = _evaluate(t, cfg.evaluate, holdings, everything, test_sizes,
+                                        dead, fail)
+        for a in list(holdings):
+            if a not in accuracy:  # died or failed while testing
+                del reports[a], holdings[a]
         wall = time.perf_counter() - start
     finally:
         t.close()
@@ -445,7 +481,59 @@ def _engine(transport: _Local | _Ray, cfg: PopulationConfig, plan: list[list[int
         lost = _lost(plan, holdings)
     return PopulationResult(plan, accuracy, reports, holdings, sorted(dead), lost, restarted,
                             wall, startup, events, learned, failures,
-                            driver_bundle_bytes=t.payload_bytes)
+                            driver_bundle_bytes=t.payload_bytes, tested_by=tested_by)
+
+
+def _evaluate(t: _Local | _Ray, mode: str, holdings: dict[int, dict[int, str]],
+              tasks: list[int], test_sizes: list[int] | None, dead: list[int],
+              fail: Callable[[int, str, str], None]
+              ) -> tuple[dict[int, dict[str, Any]], dict[int, list[int]]]:
+    """The final test: (agent -> task -> {acc, mapper, oracle}, agent -> tasks it tested).
+    Agents that die or fail here are left out of both, as in learning.
+
+    ``all``, or survivors that hold different bundles: every survivor tests every task.
+    ``split``, when every survivor holds the same bundles (equal SHA-256s): each task is
+    tested once, by one survivor (longest test sets first, to the least loaded), and every
+    survivor is credited with the results. Agents with equal banks compute the same
+    predictions: the same bundle bytes, the same engine and thread count, and the task
+    mapper is built from the bank in task order whatever order the bundles arrived in
+    (``LLL.mapper``); ``evaluate=all`` checks exactly that. A part whose agent dies or
+    fails is tested again by another survivor."""
+    alive = sorted(holdings)
+    views = [holdings[a] for a in alive]
+    if mode == "all" or len(alive) < 2 or any(v != views[0] for v in views):
+        out: dict[int, dict[str, Any]] = {}
+        for a, value in t.call_each({a: tasks for a in alive}, "evaluate").items():
+            if isinstance(value, _Dead):
+                dead.append(a)
+            elif isinstance(value, Exception):
+                fail(a, "evaluate", one_line(value))
+            else:
+                out[a] = value
+        return out, {a: list(tasks) for a in out}
+    sizes = [test_sizes[x] for x in tasks] if test_sizes else [1] * len(tasks)
+    split = assign_tasks(len(tasks), len(alive), "balanced", sizes)
+    todo = {a: [tasks[i] for i in part] for a, part in zip(alive, split, strict=True) if part}
+    merged: dict[str, Any] = {}
+    tested: dict[int, list[int]] = {a: [] for a in alive}
+    while todo:
+        left: list[int] = []
+        for a, value in t.call_each(todo, "evaluate").items():
+            if isinstance(value, Exception):
+                if isinstance(value, _Dead):
+                    dead.append(a)
+                else:
+                    fail(a, "evaluate", one_line(value))
+                alive.remove(a)
+                left += todo[a]
+            else:
+                merged.update(value)
+                tested[a] += todo[a]
+        todo = {alive[0]: sorted(left)} if left and alive else {}
+    if not alive:
+        return {}, {}
+    row = {str(x): merged[str(x)] for x in tasks}
+    return {a: dict(row) for a in alive}, {a: sorted(tested[a]) for a in alive}
 
 
 def _missing(holdings: dict[int, dict[int, str]]) -> list[tuple[int, int, int]]:
@@ -518,7 +606,8 @@ def _stream_ref(stream: TaskStream | None, limit: int = SHIP_LIMIT) -> Any:
 
 def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], out: str,
                notify: Callable[[dict[str, Any]], None], key: str | None = None,
-               resume: bool = False, stream: TaskStream | None = None) -> PopulationResult:
+               resume: bool = False, stream: TaskStream | None = None,
+               test_sizes: list[int] | None = None) -> PopulationResult:
     start = time.perf_counter()
 
     def make(a: int, restore: bool) -> Agent:
@@ -526,13 +615,15 @@ def _run_local(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]]
         return Agent(raw, a, plan[a], out=out, threads=cfg.threads, crash_after=crash,
                      restore=restore, key=key, stream=stream)
 
-    return _engine(_Local(make), cfg, plan, notify, start, resume=resume)
+    return _engine(_Local(make), cfg, plan, notify, start, resume=resume,
+                   test_sizes=test_sizes)
 
 
 def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], out: str,
              notify: Callable[[dict[str, Any]], None],
              order: list[int] | None = None, key: str | None = None,
-             resume: bool = False, stream: TaskStream | None = None) -> PopulationResult:
+             resume: bool = False, stream: TaskStream | None = None,
+             test_sizes: list[int] | None = None) -> PopulationResult:
     """``order``: dynamic assignment: whichever agent is free takes the next task of this
     list (largest first), and a dead agent's task goes back on it."""
     import ray
@@ -554,7 +645,7 @@ def _run_ray(raw: dict[str, Any], cfg: PopulationConfig, plan: list[list[int]], 
                                        dynamic=order is not None, stream=shared)
 
     return _engine(_Ray(make_args, resources, cfg.startup_timeout), cfg, plan, notify, start,
-                   order=order, resume=resume)
+                   order=order, resume=resume, test_sizes=test_sizes)
 
 
 def run_population(raw: dict[str, Any], cfg: PopulationConfig, out: str | Path,
@@ -563,19 +654,21 @@ def run_population(raw: dict[str, Any], cfg: PopulationConfig, out: str | Path,
                    sizes: list[int] | None = None, key: bytes | None = None,
                    resume: bool = False, stream: TaskStream | None = None) -> PopulationResult:
     """Assign tasks (unless ``plan`` is given), run the agents on the chosen backend,
-    evaluate every survivor on every task. ``notify`` receives one event dict per learned
+    evaluate every survivor (``cfg.evaluate``). ``notify`` receives one event dict per learned
     task, delivery and death (for a live view). ``key``: the population's secret; every
     bundle is signed with it and must verify. ``resume``: every agent restores the bundles
     it saved under ``out``, and tasks some agent already holds are not learned again.
     ``stream``: the stream of ``raw``, if the caller has built it (it is then not built
     again: the agents get it, through Ray's object store on that backend)."""
     dynamic = cfg.assignment == "dynamic" and not cfg.tasks and cfg.backend == "ray"
+    test_sizes: list[int] | None = None
     if stream is None and (plan is None or (dynamic and sizes is None)):
         from lifelong.experiment import make_experiment
 
         stream = make_experiment(raw).build_stream()
     if stream is not None:  # read once here, handed to every agent
         sizes = [len(t.train) for t in stream]
+        test_sizes = [len(t.test) for t in stream]
         if plan is None:
             plan = assign_tasks(len(stream), cfg.agents, cfg.assignment, sizes, cfg.tasks)
     assert plan is not None
@@ -584,14 +677,14 @@ def run_population(raw: dict[str, Any], cfg: PopulationConfig, out: str | Path,
         assert sizes is not None
         order = sorted(range(len(sizes)), key=lambda t: (-sizes[t], t))
         return _run_ray(raw, cfg, plan, str(out), notify, order, key=hexkey, resume=resume,
-                        stream=stream)
+                        stream=stream, test_sizes=test_sizes)
     if cfg.crash_agent >= len(plan):
         raise ConfigError(f"crash_agent {cfg.crash_agent}: there are {len(plan)} agents")
     if cfg.backend == "ray":
         return _run_ray(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume,
-                        stream=stream)
+                        stream=stream, test_sizes=test_sizes)
     return _run_local(raw, cfg, plan, str(out), notify, key=hexkey, resume=resume,
-                      stream=stream)
+                      stream=stream, test_sizes=test_sizes)
 
 
 # -- the paper's Table 2 ---------------------------------------------------------------------------

@@ -4,8 +4,10 @@
   (:func:`lifelong.outputs.common_fields`, ``kind: population``; ``summary`` holds the mean
   accuracies over survivors, per agent and per task), then the population's own sections:
   settings, task assignment, per-agent accuracy on every task (end to end, task mapper,
-  oracle), holdings (bundle SHA-256s) and whether the survivors agree, dead
-  agents and lost tasks, refused bundles with reasons, and the Table 2 row;
+  oracle), which agent tested which task (``tested_by``: all of them each, or one share
+  each when the final test was split, ``PopulationConfig.evaluate``), holdings (bundle
+  SHA-256s) and whether the survivors agree, dead agents and lost tasks, refused bundles
+  with reasons, and the Table 2 row;
 - ``table2.md``: the SKILL paper's Table 2 for this run (measured MACs, bytes, speed);
 - ``accuracy.png``: accuracy after sharing, per task (mean over surviving agents);
 - ``agent-K/log.jsonl`` and ``agent-K/bundles/`` are written by the agents themselves.
@@ -78,6 +80,7 @@ def write_population(out: Path, exp: Experiment, result: PopulationResult,
                "accuracy": {str(a): acc for a, acc in result.accuracy.items()},
                "holdings": {str(a): {str(t): h for t, h in hs.items()}
                             for a, hs in result.holdings.items()},
+               "tested_by": {str(a): ts for a, ts in result.tested_by.items()},
                "agree": result.agree(), "dead": result.dead, "lost": result.lost,
                "restarted": result.restarted,
                "refused": {str(a): r["refused"] for a, r in result.reports.items()},
