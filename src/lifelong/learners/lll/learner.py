@@ -526,7 +526,11 @@ class LLL(Learner[LLLConfig]):
         return decode(data, self.expect())
 
     def keep(self, task_id: int, data: bytes) -> None:
-        """Add an own task's bundle (:meth:`seal_task`'s bytes) to the bank."""
+        """Add an own task's bundle (:meth:`seal_task`'s bytes) to the bank. A bundle held
+        for that task already is replaced: an agent re-learns a task only when the agent
+        first given it died (dynamic assignment), and a task's training is seeded by task,
+        so the bytes are the same; if they were not, the agents' bundle hashes would differ
+        and the population reports it (``agree``)."""
         self._add(task_id, data)
 
     def _add(self, task_id: int, data: bytes) -> None:
