@@ -96,11 +96,15 @@ def ray_cluster():
 @pytest.mark.slow
 def test_ray_population_matches_the_single_agent_and_survives_a_killed_agent(
         ray_cluster, single, tmp_path):
-    for agents in (1, 3):
-        result = run_population(RAW, PopulationConfig(agents=agents, backend="ray"),
-                                tmp_path / f"n{agents}")
+    # 3 agents each test every task themselves (their own answers are compared); 2 split
+    # the final test between their processes
+    for agents, evaluate in ((1, "all"), (3, "all"), (2, "split")):
+        cfg = PopulationConfig(agents=agents, backend="ray", evaluate=evaluate)
+        result = run_population(RAW, cfg, tmp_path / f"n{agents}")
         _same_as_single(result, single)
         assert len({r["pid"] for r in result.reports.values()}) == agents  # own processes
+        tested = sorted(t for ts in result.tested_by.values() for t in ts)
+        assert tested == sorted([0, 1, 2, 3] * (agents if evaluate == "all" else 1))
     # Agent 1 (tasks 1 and 3) dies for real (os._exit) when it starts task 3.
     cfg = PopulationConfig(agents=2, backend="ray", assignment="round-robin", crash_agent=1,
                            crash_after=1)
