@@ -14,6 +14,7 @@ from lifelong.learners.lll.bundle import MAX_BUNDLE_BYTES, decode, encode
 from lifelong.skill.agent import Agent
 from lifelong.skill.population import (
     PopulationConfig,
+    _evaluate,
     assign_tasks,
     run_population,
     start_ray,
@@ -134,8 +135,10 @@ def test_split_test_goes_on_without_an_agent_that_fails_it(single, tmp_path, mon
     """Under evaluate=split, a share whose agent fails is tested again by another survivor;
     the failure is recorded and that agent is left out, as a failure in learning is."""
     real = Agent.evaluate
+    asked: list[tuple[int, list[int]]] = []
 
     def flaky(self, task_ids=None):
+        asked.append((self.id, list(task_ids)))
         if self.id == 1:
             raise RuntimeError("disk full")
         return real(self, task_ids)
@@ -143,8 +146,76 @@ def test_split_test_goes_on_without_an_agent_that_fails_it(single, tmp_path, mon
     monkeypatch.setattr(Agent, "evaluate", flaky)
     result = run_population(RAW, PopulationConfig(agents=2, backend="local"), tmp_path)
     assert result.survivors == [0] and result.accuracy[0] == single.accuracy[0]
+    assert sorted(result.reports) == sorted(result.holdings) == [0]
     assert result.tested_by == {0: [0, 1, 2, 3]}
     assert [(f["agent"], f["call"]) for f in result.failures] == [(1, "evaluate")]
+    # a share each, then agent 1's share again, on agent 0
+    (a0, first), (a1, share), (again, rest) = asked
+    assert (a0, a1, again) == (0, 1, 0) and rest == share
+    assert sorted(first + share) == [0, 1, 2, 3] and first and share
+
+
+class _Canned:
+    """A transport whose agents answer ``evaluate`` from a table (or die, or raise)."""
+
+    def __init__(self, bad: dict[int, Exception] | None = None) -> None:
+        self.bad = bad or {}
+        self.calls: list[dict[int, list[int]]] = []
+
+    def call_each(self, args, name):
+        self.calls.append(dict(args))
+        return {a: self.bad.pop(a) if a in self.bad else
+                {str(x): {"acc": x / 10, "mapper": 1.0, "oracle": 1.0} for x in ts}
+                for a, ts in args.items()}
+
+
+def _split(transport, holdings, reports=None, tasks=(0, 1, 2, 3), mode="split"):
+    reports = reports or {a: {"engine": "onnxruntime", "device": "cpu", "threads": 1}
+                          for a in holdings}
+    dead, failed = [], []
+    acc, tested = _evaluate(transport, mode, holdings, reports, list(tasks), None, dead,
+                            lambda a, call, why: failed.append((a, call, why)))
+    return acc, tested, dead, failed
+
+
+def test_the_final_test_is_split_only_among_agents_that_answer_alike():
+    same = {a: {0: "h0", 1: "h1", 2: "h2", 3: "h3"} for a in range(3)}
+    everything = {str(x): {"acc": x / 10, "mapper": 1.0, "oracle": 1.0} for x in range(4)}
+    t = _Canned()
+    acc, tested, _, _ = _split(t, same)
+    assert len(t.calls) == 1 and sorted(x for ts in t.calls[0].values() for x in ts) == \
+        [0, 1, 2, 3]
+    assert all(acc[a] == everything for a in range(3))
+    # different bundles, or another engine: every agent tests everything itself
+    other = {**same, 2: {**same[2], 3: "other"}}
+    for holdings, reports in ((other, None),
+                              (same, {0: {"engine": "onnxruntime"}, 1: {"engine": "torch"},
+                                      2: {"engine": "onnxruntime"}})):
+        t = _Canned()
+        acc, tested, _, _ = _split(t, holdings, reports)
+        assert t.calls == [{a: [0, 1, 2, 3] for a in range(3)}]
+        assert tested == {a: [0, 1, 2, 3] for a in range(3)}
+    # more agents than tasks: one share per task, nobody asked for nothing
+    t = _Canned()
+    acc, tested, _, _ = _split(t, {a: {0: "h0", 1: "h1"} for a in range(3)}, tasks=(0, 1))
+    assert [sorted(c.values()) for c in t.calls] == [[[0], [1]]] and len(acc) == 3
+
+
+def test_a_dead_agents_share_of_the_split_test_goes_to_the_others():
+    from lifelong.skill.population import _Dead
+
+    same = {a: {x: f"h{x}" for x in range(4)} for a in range(3)}
+    t = _Canned(bad={1: _Dead()})
+    acc, tested, dead, failed = _split(t, same)
+    assert dead == [1] and failed == [] and sorted(acc) == [0, 2]
+    lost = t.calls[0][1]
+    assert sorted(x for ts in t.calls[1].values() for x in ts) == sorted(lost)
+    assert sorted(x for a in (0, 2) for x in tested[a]) == [0, 1, 2, 3]
+    assert acc[0] == acc[2] and sorted(acc[0], key=int) == ["0", "1", "2", "3"]
+    # everybody gone: nothing is credited
+    t = _Canned(bad={0: _Dead(), 1: RuntimeError("x")})
+    acc, tested, dead, failed = _split(t, {a: same[a] for a in (0, 1)})
+    assert acc == {} and tested == {} and dead == [0] and [f[0] for f in failed] == [1]
 
 
 def _agent(tmp_path) -> tuple[Agent, dict]:

@@ -143,8 +143,11 @@ def session(graph: Graph, threads: int) -> Any:
         # One thread: nothing to spin for. Several: the run asked for those cores (a SKILL
         # agent's are reserved for it by Ray), and letting the pool's threads spin briefly
         # between the graph's operators instead of sleeping made 96-px batches of 64 on 2
-        # threads 1.2-1.3x faster (1,250-1,325 -> 1,586-1,633 img/s, 3 runs, 2026-12-04); the
-        # threads still block once idle for longer.
+        # threads 1.2-1.3x faster (1,250-1,325 -> 1,586-1,633 img/s, 3 runs, 2026-12-04). The
+        # threads block once idle for longer, so torch's own threads in the same process
+        # lose little: in benchmarks/backbone_speed.py, which alternates the two engines in
+        # one process, eager PyTorch on 2 threads ran at 315-369 img/s after the change and
+        # 289-299 before.
         opts.add_session_config_entry("session.intra_op.allow_spinning",
                                       "1" if threads > 1 else "0")
         opts.log_severity_level = 3  # errors only

@@ -482,4 +482,9 @@ class Agent:
             "bundle_bytes": rep["bundle_bytes"],
             "inference_macs_per_image": rep["inference_macs_per_image"],
             "pid": os.getpid(),
+            # what, besides the bank, decides this agent's answers (a split final test
+            # needs them equal: skill/population.py, _evaluate)
+            "engine": self.learner.extract.engine.name,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
         }

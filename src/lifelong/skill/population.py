@@ -466,8 +466,8 @@ def _engine(transport: _Local | _Ray, cfg: PopulationConfig, plan: list[list[int
                 fail(a, name, one_line(v))
             if not bad:
                 reports[a], holdings[a] = got["report"], got["holdings"]
-        accuracy, tested_by = _evaluate(t, cfg.evaluate, holdings, everything, test_sizes,
-                                        dead, fail)
+        accuracy, tested_by = _evaluate(t, cfg.evaluate, holdings, reports, everything,
+                                        test_sizes, dead, fail)
         for a in list(holdings):
             if a not in accuracy:  # died or failed while testing
                 del reports[a], holdings[a]
@@ -485,22 +485,25 @@ def _engine(transport: _Local | _Ray, cfg: PopulationConfig, plan: list[list[int
 
 
 def _evaluate(t: _Local | _Ray, mode: str, holdings: dict[int, dict[int, str]],
-              tasks: list[int], test_sizes: list[int] | None, dead: list[int],
+              reports: dict[int, dict[str, Any]], tasks: list[int],
+              test_sizes: list[int] | None, dead: list[int],
               fail: Callable[[int, str, str], None]
               ) -> tuple[dict[int, dict[str, Any]], dict[int, list[int]]]:
     """The final test: (agent -> task -> {acc, mapper, oracle}, agent -> tasks it tested).
     Agents that die or fail here are left out of both, as in learning.
 
-    ``all``, or survivors that hold different bundles: every survivor tests every task.
-    ``split``, when every survivor holds the same bundles (equal SHA-256s): each task is
-    tested once, by one survivor (longest test sets first, to the least loaded), and every
-    survivor is credited with the results. Agents with equal banks compute the same
-    predictions: the same bundle bytes, the same engine and thread count, and the task
-    mapper is built from the bank in task order whatever order the bundles arrived in
-    (``LLL.mapper``); ``evaluate=all`` checks exactly that. A part whose agent dies or
-    fails is tested again by another survivor."""
+    ``all``, or survivors that differ: every survivor tests every task. ``split``, when
+    every survivor holds the same bundles (equal SHA-256s) and runs the same engine on the
+    same kind of device with the same thread count: each task is tested once, by one
+    survivor (longest test sets first, to the least loaded), and every survivor is
+    credited with the results. Such agents give the same answers: their mappers are built
+    from equal bytes in task order, and their heads and features are computed alike (a
+    feature the tester computed in another batch, e.g. for a test image equal to one of
+    its own training images, can differ in the last float bits); ``evaluate=all`` tests
+    that. A share whose agent dies or fails is tested again by the other survivors."""
     alive = sorted(holdings)
-    views = [holdings[a] for a in alive]
+    views = [(holdings[a], [reports[a].get(k) for k in ("engine", "device", "threads")])
+             for a in alive]
     if mode == "all" or len(alive) < 2 or any(v != views[0] for v in views):
         out: dict[int, dict[str, Any]] = {}
         for a, value in t.call_each({a: tasks for a in alive}, "evaluate").items():
@@ -512,12 +515,15 @@ def _evaluate(t: _Local | _Ray, mode: str, holdings: dict[int, dict[int, str]],
                 out[a] = value
         return out, {a: list(tasks) for a in out}
     sizes = [test_sizes[x] for x in tasks] if test_sizes else [1] * len(tasks)
-    split = assign_tasks(len(tasks), len(alive), "balanced", sizes)
-    todo = {a: [tasks[i] for i in part] for a, part in zip(alive, split, strict=True) if part}
     merged: dict[str, Any] = {}
     tested: dict[int, list[int]] = {a: [] for a in alive}
-    while todo:
-        left: list[int] = []
+    left = list(tasks)
+    while left and alive:
+        # at most one share per task: more survivors than tasks leave some without one
+        k = min(len(alive), len(left))
+        split = assign_tasks(len(left), k, "balanced", [sizes[tasks.index(x)] for x in left])
+        todo = {a: [left[i] for i in part] for a, part in zip(alive, split, strict=False)}
+        left = []
         for a, value in t.call_each(todo, "evaluate").items():
             if isinstance(value, Exception):
                 if isinstance(value, _Dead):
@@ -525,15 +531,15 @@ def _evaluate(t: _Local | _Ray, mode: str, holdings: dict[int, dict[int, str]],
                 else:
                     fail(a, "evaluate", one_line(value))
                 alive.remove(a)
-                left += todo[a]
+                left += todo[a]  # tested again by the others, split among them
             else:
                 merged.update(value)
                 tested[a] += todo[a]
-        todo = {alive[0]: sorted(left)} if left and alive else {}
+        left.sort()
     if not alive:
         return {}, {}
-    row = {str(x): merged[str(x)] for x in tasks}
-    return {a: dict(row) for a in alive}, {a: sorted(tested[a]) for a in alive}
+    return ({a: {str(x): dict(merged[str(x)]) for x in tasks} for a in alive},
+            {a: sorted(tested[a]) for a in alive})
 
 
 def _missing(holdings: dict[int, dict[int, str]]) -> list[tuple[int, int, int]]:

@@ -592,10 +592,7 @@ class LLL(Learner[LLLConfig]):
     # -- prediction ------------------------------------------------------------------------------
     def mapper(self) -> GMMCMapper | MahaMapper | LDAMapper:
         if self._mapper is None:
-            # In task order, not arrival order: agents holding the same bundles then build
-            # the same mapper (same sums, same tie-breaks) and answer alike, which lets a
-            # population split its final test (skill/population.py, _evaluate).
-            anchors = {t: b.anchor for t, b in sorted(self.bundles.items())}
+            anchors = {t: b.anchor for t, b in self.bundles.items()}  # each mapper sorts
             self._mapper = (
                 GMMCMapper(cast(dict[int, GMMCAnchor], anchors)) if self.cfg.mapper == "gmmc"
                 else LDAMapper(cast(dict[int, LDAAnchor], anchors), self.cfg.lda_shrinkage)
