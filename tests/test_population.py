@@ -163,10 +163,10 @@ class _Canned:
         self.calls: list[dict[int, list[int]]] = []
 
     def call_each(self, args, name):
-        self.calls.append(dict(args))
+        self.calls.append({a: ts for a, (ts,) in args.items()})
         return {a: self.bad.pop(a) if a in self.bad else
                 {str(x): {"acc": x / 10, "mapper": 1.0, "oracle": 1.0} for x in ts}
-                for a, ts in args.items()}
+                for a, (ts,) in args.items()}
 
 
 def _split(transport, holdings, reports=None, tasks=(0, 1, 2, 3), mode="split"):

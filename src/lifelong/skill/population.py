@@ -73,10 +73,10 @@ class PopulationConfig(Config):
     # GPUs each agent's actor asks Ray for when the run's device is CUDA (or auto on a
     # cluster with GPUs); a fraction puts several agents on one GPU. CPU runs ask for none.
     gpus_per_agent: float = 1.0
-    # The final test. split: when every survivor holds the same bundles, each task is
-    # tested by one of them and all are credited (they compute the same predictions);
-    # all: every survivor tests every task (the check that they do). Survivors holding
-    # different bundles are always tested in full.
+    # The final test. split: when every survivor holds the same bundles and runs the same
+    # engine, device and thread count, each task is tested by one of them and all are
+    # credited (they compute the same predictions); all: every survivor tests every task
+    # (the check that they do). Survivors that differ are always tested in full.
     evaluate: Literal["split", "all"] = "split"
 
     def validate(self) -> None:
@@ -211,20 +211,14 @@ class _Local:
 
     def call_all(self, ids: list[int], name: str) -> dict[int, Any]:
         """``name()`` on each agent: its value, or the exception it raised."""
-        out: dict[int, Any] = {}
-        for a in ids:
-            try:
-                out[a] = self.call(a, name)
-            except Exception as err:  # recorded by the engine, per agent
-                out[a] = err
-        return out
+        return self.call_each({a: () for a in ids}, name)
 
-    def call_each(self, args: dict[int, list[int]], name: str) -> dict[int, Any]:
-        """``name(args[a])`` on each agent ``a``: its value, or the exception it raised."""
+    def call_each(self, args: dict[int, tuple[Any, ...]], name: str) -> dict[int, Any]:
+        """``name(*args[a])`` on each agent ``a``: its value, or the exception it raised."""
         out: dict[int, Any] = {}
         for a, arg in args.items():
             try:
-                out[a] = self.call(a, name, arg)
+                out[a] = self.call(a, name, *arg)
             except Exception as err:  # recorded by the engine, per agent
                 out[a] = err
         return out
@@ -317,18 +311,11 @@ class _Ray:
         return self._unwrap(getattr(self.actors[a], name).remote(*args))
 
     def call_all(self, ids: list[int], name: str) -> dict[int, Any]:
-        refs = {a: getattr(self.actors[a], name).remote() for a in ids}  # in parallel
-        out: dict[int, Any] = {}
-        for a, ref in refs.items():
-            try:
-                out[a] = self._unwrap(ref)
-            except Exception as err:  # _Dead, or the call raised (RayTaskError)
-                out[a] = err
-        return out
+        return self.call_each({a: () for a in ids}, name)
 
-    def call_each(self, args: dict[int, list[int]], name: str) -> dict[int, Any]:
-        """``name(args[a])`` on each agent ``a``, in parallel: its value, or the exception."""
-        refs = {a: getattr(self.actors[a], name).remote(arg) for a, arg in args.items()}
+    def call_each(self, args: dict[int, tuple[Any, ...]], name: str) -> dict[int, Any]:
+        """``name(*args[a])`` on each agent ``a``, in parallel: its value, or the exception."""
+        refs = {a: getattr(self.actors[a], name).remote(*arg) for a, arg in args.items()}
         out: dict[int, Any] = {}
         for a, ref in refs.items():
             try:
@@ -505,41 +492,46 @@ def _evaluate(t: _Local | _Ray, mode: str, holdings: dict[int, dict[int, str]],
     views = [(holdings[a], [reports[a].get(k) for k in ("engine", "device", "threads")])
              for a in alive]
     if mode == "all" or len(alive) < 2 or any(v != views[0] for v in views):
-        out: dict[int, dict[str, Any]] = {}
-        for a, value in t.call_each({a: tasks for a in alive}, "evaluate").items():
-            if isinstance(value, _Dead):
-                dead.append(a)
-            elif isinstance(value, Exception):
-                fail(a, "evaluate", one_line(value))
-            else:
-                out[a] = value
+        out = _ask(t, {a: tasks for a in alive}, dead, fail)
         return out, {a: list(tasks) for a in out}
-    sizes = [test_sizes[x] for x in tasks] if test_sizes else [1] * len(tasks)
+    size = dict(zip(tasks, test_sizes or [1] * len(tasks), strict=True))
     merged: dict[str, Any] = {}
     tested: dict[int, list[int]] = {a: [] for a in alive}
     left = list(tasks)
     while left and alive:
         # at most one share per task: more survivors than tasks leave some without one
         k = min(len(alive), len(left))
-        split = assign_tasks(len(left), k, "balanced", [sizes[tasks.index(x)] for x in left])
+        split = assign_tasks(len(left), k, "balanced", [size[x] for x in left])
         todo = {a: [left[i] for i in part] for a, part in zip(alive, split, strict=False)}
+        got = _ask(t, todo, dead, fail)
         left = []
-        for a, value in t.call_each(todo, "evaluate").items():
-            if isinstance(value, Exception):
-                if isinstance(value, _Dead):
-                    dead.append(a)
-                else:
-                    fail(a, "evaluate", one_line(value))
+        for a, share in todo.items():
+            if a in got:
+                merged.update(got[a])
+                tested[a] += share
+            else:  # dead or failed: its share is tested again by the others
                 alive.remove(a)
-                left += todo[a]  # tested again by the others, split among them
-            else:
-                merged.update(value)
-                tested[a] += todo[a]
+                left += share
         left.sort()
     if not alive:
         return {}, {}
     return ({a: {str(x): dict(merged[str(x)]) for x in tasks} for a in alive},
             {a: sorted(tested[a]) for a in alive})
+
+
+def _ask(t: _Local | _Ray, todo: dict[int, list[int]], dead: list[int],
+         fail: Callable[[int, str, str], None]) -> dict[int, dict[str, Any]]:
+    """``evaluate(todo[a])`` on each agent ``a``: the answers of those that gave one; an
+    agent that died is added to ``dead``, one whose call raised is reported to ``fail``."""
+    got: dict[int, dict[str, Any]] = {}
+    for a, value in t.call_each({a: (ts,) for a, ts in todo.items()}, "evaluate").items():
+        if isinstance(value, _Dead):
+            dead.append(a)
+        elif isinstance(value, Exception):
+            fail(a, "evaluate", one_line(value))
+        else:
+            got[a] = value
+    return got
 
 
 def _missing(holdings: dict[int, dict[int, str]]) -> list[tuple[int, int, int]]:
